@@ -1,0 +1,33 @@
+# Two entry points (see README.md): `make demo` and `make test`, each from a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.funknn-installed
+SOURCES := pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
+
+.PHONY: setup test demo lint bench report
+
+setup: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The pinned CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet setuptools wheel ninja numpy
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: setup
+	$(PY) -m funknn_fast.demo
+
+bench: setup
+	$(PY) benchmarks/bench_patch_sample.py
+
+report:
+	$(PY) benchmarks/make_report.py

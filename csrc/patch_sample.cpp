@@ -1,0 +1,491 @@
+// funknn_fast::patch_sample: schemas of the three ops and their CPU kernels.
+//
+//   patch_sample(image (B,C,H,W), coords (B,Q,2), step (2,), patch_size, padding) -> (B,Q,C,p,p)
+//   patch_sample_backward(grad_output, image, coords, step, ...) -> (grad_image, grad_coords,
+//                                                                   grad_step)
+//   patch_sample_double_backward(grad_output, image, coords, step, grad_grad_image?,
+//                                grad_grad_coords?, grad_grad_step?, ...)
+//       -> (grad_grad_output, grad_image, grad_coords, grad_step)
+//
+// The math (Keys weights, padding, coordinate convention) lives in patch_sample_math.h. The
+// kernels are separable: the x weights of every patch column and the y weights of every patch row
+// are computed once per query, then each sample is a 4 x 4 weighted sum. Queries are processed in
+// parallel; the image gradient is accumulated in one buffer per worker and summed afterwards, so
+// it is deterministic for a given thread count.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "patch_sample_math.h"
+
+namespace funknn {
+namespace {
+
+// Per-axis tap tables of one query: for each of the p samples on the axis, four padded indices
+// (already multiplied by the stride of the axis) and the weights with their first and second
+// derivatives in the pixel position.
+template <typename T>
+struct AxisTable {
+  std::vector<int64_t> offset;  // (p, 4)
+  std::vector<T> w, d1, d2;     // (p, 4)
+  std::vector<T> shift;         // (p,) offset of the sample from the centre, in steps
+
+  explicit AxisTable(int64_t p) : offset(p * 4), w(p * 4), d1(p * 4), d2(p * 4), shift(p) {
+    for (int64_t s = 0; s < p; ++s) shift[s] = static_cast<T>(s) - static_cast<T>(p - 1) / T(2);
+  }
+
+  // order 0: weights only; 1: and first derivatives; 2: and second derivatives.
+  void fill(T centre, T step, int64_t n, int64_t stride, int64_t padding, int order) {
+    const int64_t p = static_cast<int64_t>(shift.size());
+    for (int64_t s = 0; s < p; ++s) {
+      int64_t index[4];
+      bool valid[4];
+      T t;
+      const bool inside = axis_taps<T>(centre + shift[s] * step, n, padding, index, valid, &t);
+      T* ws = &w[s * 4];
+      keys_weights<T>(t, ws);
+      if (order >= 1) keys_weights_d1<T>(t, &d1[s * 4]);
+      if (order >= 2) keys_weights_d2<T>(t, &d2[s * 4]);
+      for (int k = 0; k < 4; ++k) {
+        offset[s * 4 + k] = index[k] * stride;
+        if (!valid[k]) {
+          ws[k] = T(0);
+          if (order >= 1) d1[s * 4 + k] = T(0);
+          if (order >= 2) d2[s * 4 + k] = T(0);
+        }
+        if (!inside) {
+          if (order >= 1) d1[s * 4 + k] = T(0);
+          if (order >= 2) d2[s * 4 + k] = T(0);
+        }
+      }
+    }
+  }
+};
+
+template <typename T>
+inline T dot4(const T* a, const T* row, const int64_t* col) {
+  return a[0] * row[col[0]] + a[1] * row[col[1]] + a[2] * row[col[2]] + a[3] * row[col[3]];
+}
+
+struct Geometry {
+  int64_t batch, channels, height, width, queries, p;
+};
+
+Geometry geometry_of(const at::Tensor& image, const at::Tensor& coords, int64_t patch_size) {
+  return {image.size(0), image.size(1), image.size(2), image.size(3), coords.size(1), patch_size};
+}
+
+void check_inputs(const at::Tensor& image, const at::Tensor& coords, const at::Tensor& step,
+                  int64_t patch_size, int64_t padding) {
+  TORCH_CHECK(image.dim() == 4, "patch_sample: image must be (B, C, H, W), got ", image.sizes());
+  TORCH_CHECK(coords.dim() == 3 && coords.size(2) == 2 && coords.size(0) == image.size(0),
+              "patch_sample: coords must be (B, Q, 2) with B = ", image.size(0), ", got ",
+              coords.sizes());
+  TORCH_CHECK(step.dim() == 1 && step.size(0) == 2, "patch_sample: step must be (2,), got ",
+              step.sizes());
+  TORCH_CHECK(image.scalar_type() == coords.scalar_type() &&
+                  image.scalar_type() == step.scalar_type(),
+              "patch_sample: image, coords and step must share a dtype");
+  TORCH_CHECK(image.scalar_type() == at::kFloat || image.scalar_type() == at::kDouble,
+              "patch_sample (cpu): dtype must be float32 or float64, got ", image.scalar_type());
+  TORCH_CHECK(patch_size >= 1, "patch_sample: patch_size must be >= 1, got ", patch_size);
+  TORCH_CHECK(padding >= kZeros && padding <= kReflection,
+              "patch_sample: padding code must be 0, 1 or 2, got ", padding);
+  TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1, "patch_sample: image H and W must be >= 1");
+}
+
+// Splits [0, total) into one contiguous range per worker and runs fn(worker, begin, end).
+template <typename Fn>
+int64_t for_each_worker(int64_t total, int64_t grain, const Fn& fn) {
+  const int64_t workers =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (total + grain - 1) / grain));
+  at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
+    for (int64_t worker = first; worker < last; ++worker)
+      fn(worker, total * worker / workers, total * (worker + 1) / workers);
+  });
+  return workers;
+}
+
+// ---------------------------------------------------------------- forward
+
+template <typename T>
+void forward_kernel(const Geometry& g, const T* image, const T* coords, const T* step, T* out,
+                    int64_t padding) {
+  const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
+  const T sx = step[0], sy = step[1];
+  at::parallel_for(0, g.batch * g.queries, 16, [&](int64_t begin, int64_t end) {
+    AxisTable<T> cols(p), rows(p);
+    for (int64_t bq = begin; bq < end; ++bq) {
+      const int64_t b = bq / g.queries;
+      cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding, 0);
+      rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
+                padding, 0);
+      for (int64_t c = 0; c < g.channels; ++c) {
+        const T* src = image + (b * g.channels + c) * plane;
+        T* dst = out + (bq * g.channels + c) * pp;
+        for (int64_t i = 0; i < p; ++i) {
+          T* dst_row = dst + i * p;
+          for (int64_t j = 0; j < p; ++j) dst_row[j] = T(0);
+          for (int l = 0; l < 4; ++l) {
+            const T wy = rows.w[i * 4 + l];
+            const T* src_row = src + rows.offset[i * 4 + l];
+            for (int64_t j = 0; j < p; ++j)
+              dst_row[j] += wy * dot4(&cols.w[j * 4], src_row, &cols.offset[j * 4]);
+          }
+        }
+      }
+    }
+  });
+}
+
+at::Tensor patch_sample_cpu(const at::Tensor& image, const at::Tensor& coords,
+                            const at::Tensor& step, int64_t patch_size, int64_t padding) {
+  check_inputs(image, coords, step, patch_size, padding);
+  const auto image_c = image.contiguous();
+  const auto coords_c = coords.contiguous();
+  const auto step_c = step.contiguous();
+  const Geometry g = geometry_of(image, coords, patch_size);
+  auto out = at::empty({g.batch, g.queries, g.channels, patch_size, patch_size}, image.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "patch_sample_cpu", [&] {
+    forward_kernel<scalar_t>(g, image_c.const_data_ptr<scalar_t>(),
+                             coords_c.const_data_ptr<scalar_t>(),
+                             step_c.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                             padding);
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- backward
+
+template <typename T>
+void backward_kernel(const Geometry& g, const T* grad_out, const T* image, const T* coords,
+                     const T* step, int64_t padding, bool need_image, bool need_coords,
+                     bool need_step, T* grad_image, T* grad_coords, T* grad_step) {
+  const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
+  const int64_t image_numel = g.batch * g.channels * plane;
+  const T sx = step[0], sy = step[1];
+  const bool need_position = need_coords || need_step;
+  const int order = need_position ? 1 : 0;
+  const T scale_x = pixel_per_unit<T>(g.width), scale_y = pixel_per_unit<T>(g.height);
+  const int64_t max_workers = std::max<int64_t>(1, at::get_num_threads());
+  std::vector<T> image_buffers(need_image ? max_workers * image_numel : 0, T(0));
+  std::vector<T> step_partials(max_workers * 2, T(0));
+
+  const int64_t workers = for_each_worker(
+      g.batch * g.queries, 64, [&](int64_t worker, int64_t begin, int64_t end) {
+        AxisTable<T> cols(p), rows(p);
+        T* gimg = need_image ? image_buffers.data() + worker * image_numel : nullptr;
+        T step_x_acc = T(0), step_y_acc = T(0);
+        for (int64_t bq = begin; bq < end; ++bq) {
+          const int64_t b = bq / g.queries;
+          cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding,
+                    order);
+          rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
+                    padding, order);
+          T gpx = T(0), gpy = T(0), gsx = T(0), gsy = T(0);
+          for (int64_t c = 0; c < g.channels; ++c) {
+            const int64_t plane_start = (b * g.channels + c) * plane;
+            const T* src = image + plane_start;
+            const T* go = grad_out + (bq * g.channels + c) * pp;
+            for (int64_t i = 0; i < p; ++i) {
+              for (int l = 0; l < 4; ++l) {
+                const T wy = rows.w[i * 4 + l];
+                const int64_t row_offset = rows.offset[i * 4 + l];
+                if (need_position) {
+                  const T dwy = rows.d1[i * 4 + l];
+                  const T* src_row = src + row_offset;
+                  T row_py = T(0);
+                  for (int64_t j = 0; j < p; ++j) {
+                    const T go_ij = go[i * p + j];
+                    const int64_t* col = &cols.offset[j * 4];
+                    const T dx = wy * dot4(&cols.d1[j * 4], src_row, col);
+                    const T dy = dwy * dot4(&cols.w[j * 4], src_row, col);
+                    gpx += go_ij * dx;
+                    gsx += go_ij * dx * cols.shift[j];
+                    row_py += go_ij * dy;
+                  }
+                  gpy += row_py;
+                  gsy += row_py * rows.shift[i];
+                }
+                if (need_image) {
+                  T* dst_row = gimg + plane_start + row_offset;
+                  for (int64_t j = 0; j < p; ++j) {
+                    const T gw = go[i * p + j] * wy;
+                    const int64_t* col = &cols.offset[j * 4];
+                    const T* wx = &cols.w[j * 4];
+                    dst_row[col[0]] += gw * wx[0];
+                    dst_row[col[1]] += gw * wx[1];
+                    dst_row[col[2]] += gw * wx[2];
+                    dst_row[col[3]] += gw * wx[3];
+                  }
+                }
+              }
+            }
+          }
+          if (need_coords) {
+            grad_coords[bq * 2] = gpx * scale_x;
+            grad_coords[bq * 2 + 1] = gpy * scale_y;
+          }
+          step_x_acc += gsx;
+          step_y_acc += gsy;
+        }
+        step_partials[worker * 2] = step_x_acc;
+        step_partials[worker * 2 + 1] = step_y_acc;
+      });
+
+  if (need_step) {
+    grad_step[0] = T(0);
+    grad_step[1] = T(0);
+    for (int64_t w = 0; w < workers; ++w) {
+      grad_step[0] += step_partials[w * 2];
+      grad_step[1] += step_partials[w * 2 + 1];
+    }
+  }
+  if (need_image) {
+    at::parallel_for(0, image_numel, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        T sum = T(0);
+        for (int64_t w = 0; w < workers; ++w) sum += image_buffers[w * image_numel + e];
+        grad_image[e] = sum;
+      }
+    });
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_sample_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& coords,
+    const at::Tensor& step, int64_t patch_size, int64_t padding, std::array<bool, 3> output_mask) {
+  check_inputs(image, coords, step, patch_size, padding);
+  const Geometry g = geometry_of(image, coords, patch_size);
+  TORCH_CHECK(grad_output.sizes() ==
+                  at::IntArrayRef({g.batch, g.queries, g.channels, patch_size, patch_size}),
+              "patch_sample_backward: grad_output must be (B, Q, C, p, p), got ",
+              grad_output.sizes());
+  auto grad_image = at::zeros_like(image, at::MemoryFormat::Contiguous);
+  auto grad_coords = at::zeros_like(coords, at::MemoryFormat::Contiguous);
+  auto grad_step = at::zeros_like(step, at::MemoryFormat::Contiguous);
+  if (grad_output.numel() == 0) return {grad_image, grad_coords, grad_step};
+  const auto grad_c = grad_output.contiguous().to(image.scalar_type());
+  const auto image_c = image.contiguous();
+  const auto coords_c = coords.contiguous();
+  const auto step_c = step.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "patch_sample_backward_cpu", [&] {
+    backward_kernel<scalar_t>(
+        g, grad_c.const_data_ptr<scalar_t>(), image_c.const_data_ptr<scalar_t>(),
+        coords_c.const_data_ptr<scalar_t>(), step_c.const_data_ptr<scalar_t>(), padding,
+        output_mask[0], output_mask[1], output_mask[2], grad_image.mutable_data_ptr<scalar_t>(),
+        grad_coords.mutable_data_ptr<scalar_t>(), grad_step.mutable_data_ptr<scalar_t>());
+  });
+  return {grad_image, grad_coords, grad_step};
+}
+
+// ---------------------------------------------------------------- double backward
+//
+// The backward computes the three partial derivatives of L = <grad_output, F(image, u, step)>.
+// Given cotangents (v_image, v_coords, v_step) of those three, the double backward returns the
+// gradient of S = <v_image, dL/dimage> + <v_coords, dL/dcoords> + <v_step, dL/dstep>, i.e. of
+// <grad_output, F(v_image) + J_u F du> with du the displacement of every sample
+// (du_x = v_coords_x * W / 2 + shift_j * v_step_x, likewise for y), with respect to grad_output,
+// image, coords and step. Second derivatives of F in the positions enter through the last two.
+
+template <typename T>
+void double_backward_kernel(const Geometry& g, const T* grad_out, const T* image,
+                            const T* coords, const T* step, const T* v_image, const T* v_coords,
+                            const T* v_step, int64_t padding, bool need_grad_out, bool need_image,
+                            bool need_coords, bool need_step, T* out_grad_out, T* out_image,
+                            T* out_coords, T* out_step) {
+  const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
+  const int64_t image_numel = g.batch * g.channels * plane;
+  const T sx = step[0], sy = step[1];
+  const T scale_x = pixel_per_unit<T>(g.width), scale_y = pixel_per_unit<T>(g.height);
+  const bool has_direction = v_coords != nullptr || v_step != nullptr;
+  const T v_sx = v_step ? v_step[0] : T(0), v_sy = v_step ? v_step[1] : T(0);
+  const bool need_position = need_coords || need_step;
+  const bool image_terms = need_image && has_direction;
+  const int64_t max_workers = std::max<int64_t>(1, at::get_num_threads());
+  std::vector<T> image_buffers(image_terms ? max_workers * image_numel : 0, T(0));
+  std::vector<T> step_partials(max_workers * 2, T(0));
+
+  const int64_t workers = for_each_worker(
+      g.batch * g.queries, 64, [&](int64_t worker, int64_t begin, int64_t end) {
+        AxisTable<T> cols(p), rows(p);
+        std::vector<T> du_x(p), du_y(p);
+        T* gimg = image_terms ? image_buffers.data() + worker * image_numel : nullptr;
+        T step_x_acc = T(0), step_y_acc = T(0);
+        for (int64_t bq = begin; bq < end; ++bq) {
+          const int64_t b = bq / g.queries;
+          cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding, 2);
+          rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
+                    padding, 2);
+          const T dq_x = v_coords ? v_coords[bq * 2] * scale_x : T(0);
+          const T dq_y = v_coords ? v_coords[bq * 2 + 1] * scale_y : T(0);
+          for (int64_t s = 0; s < p; ++s) {
+            du_x[s] = dq_x + cols.shift[s] * v_sx;
+            du_y[s] = dq_y + rows.shift[s] * v_sy;
+          }
+          T gpx = T(0), gpy = T(0), gsx = T(0), gsy = T(0);
+          for (int64_t c = 0; c < g.channels; ++c) {
+            const int64_t plane_start = (b * g.channels + c) * plane;
+            const T* src = image + plane_start;
+            const T* vsrc = v_image ? v_image + plane_start : nullptr;
+            const T* go = grad_out + (bq * g.channels + c) * pp;
+            T* ggo = need_grad_out ? out_grad_out + (bq * g.channels + c) * pp : nullptr;
+            for (int64_t i = 0; i < p; ++i) {
+              for (int64_t j = 0; j < p; ++j) {
+                const int64_t* col = &cols.offset[j * 4];
+                const T* wx = &cols.w[j * 4];
+                const T* dwx = &cols.d1[j * 4];
+                const T* d2wx = &cols.d2[j * 4];
+                T fx = 0, fy = 0, fxx = 0, fxy = 0, fyy = 0, gv = 0, gvx = 0, gvy = 0;
+                for (int l = 0; l < 4; ++l) {
+                  const int64_t row_offset = rows.offset[i * 4 + l];
+                  const T wy = rows.w[i * 4 + l], dwy = rows.d1[i * 4 + l],
+                          d2wy = rows.d2[i * 4 + l];
+                  if (has_direction) {
+                    const T* src_row = src + row_offset;
+                    const T a = dot4(wx, src_row, col), ax = dot4(dwx, src_row, col),
+                            axx = dot4(d2wx, src_row, col);
+                    fx += wy * ax;
+                    fy += dwy * a;
+                    fxx += wy * axx;
+                    fxy += dwy * ax;
+                    fyy += d2wy * a;
+                  }
+                  if (vsrc) {
+                    const T* vrow = vsrc + row_offset;
+                    const T a = dot4(wx, vrow, col), ax = dot4(dwx, vrow, col);
+                    gv += wy * a;
+                    gvx += wy * ax;
+                    gvy += dwy * a;
+                  }
+                }
+                const T go_ij = go[i * p + j];
+                const T dx = du_x[j], dy = du_y[i];
+                if (ggo) ggo[i * p + j] = gv + fx * dx + fy * dy;
+                if (need_position) {
+                  const T hx = go_ij * (gvx + fxx * dx + fxy * dy);
+                  const T hy = go_ij * (gvy + fxy * dx + fyy * dy);
+                  gpx += hx;
+                  gpy += hy;
+                  gsx += hx * cols.shift[j];
+                  gsy += hy * rows.shift[i];
+                }
+                if (gimg) {
+                  for (int l = 0; l < 4; ++l) {
+                    const T ry = go_ij * rows.w[i * 4 + l] * dx;
+                    const T rdy = go_ij * rows.d1[i * 4 + l] * dy;
+                    T* dst_row = gimg + plane_start + rows.offset[i * 4 + l];
+                    for (int k = 0; k < 4; ++k) dst_row[col[k]] += ry * dwx[k] + rdy * wx[k];
+                  }
+                }
+              }
+            }
+          }
+          if (need_coords) {
+            out_coords[bq * 2] = gpx * scale_x;
+            out_coords[bq * 2 + 1] = gpy * scale_y;
+          }
+          step_x_acc += gsx;
+          step_y_acc += gsy;
+        }
+        step_partials[worker * 2] = step_x_acc;
+        step_partials[worker * 2 + 1] = step_y_acc;
+      });
+
+  if (need_step) {
+    for (int64_t w = 0; w < workers; ++w) {
+      out_step[0] += step_partials[w * 2];
+      out_step[1] += step_partials[w * 2 + 1];
+    }
+  }
+  if (image_terms) {
+    at::parallel_for(0, image_numel, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        T sum = T(0);
+        for (int64_t w = 0; w < workers; ++w) sum += image_buffers[w * image_numel + e];
+        out_image[e] = sum;
+      }
+    });
+  }
+}
+
+template <typename T>
+const T* optional_data(const at::Tensor& tensor) {
+  return tensor.defined() ? tensor.const_data_ptr<T>() : nullptr;
+}
+
+at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& tensor,
+                                   at::ScalarType dtype) {
+  if (!tensor.has_value() || !tensor->defined()) return at::Tensor();
+  return tensor->contiguous().to(dtype);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_sample_double_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& coords,
+    const at::Tensor& step, const std::optional<at::Tensor>& grad_grad_image,
+    const std::optional<at::Tensor>& grad_grad_coords,
+    const std::optional<at::Tensor>& grad_grad_step, int64_t patch_size, int64_t padding,
+    std::array<bool, 4> output_mask) {
+  check_inputs(image, coords, step, patch_size, padding);
+  const Geometry g = geometry_of(image, coords, patch_size);
+  const auto dtype = image.scalar_type();
+  auto out_grad_out = at::zeros_like(grad_output, at::MemoryFormat::Contiguous);
+  auto out_image = at::zeros_like(image, at::MemoryFormat::Contiguous);
+  auto out_coords = at::zeros_like(coords, at::MemoryFormat::Contiguous);
+  auto out_step = at::zeros_like(step, at::MemoryFormat::Contiguous);
+  const auto v_image = contiguous_or_undefined(grad_grad_image, dtype);
+  const auto v_coords = contiguous_or_undefined(grad_grad_coords, dtype);
+  const auto v_step = contiguous_or_undefined(grad_grad_step, dtype);
+  if (v_image.defined())
+    TORCH_CHECK(v_image.sizes() == image.sizes(), "grad_grad_image must have image's shape");
+  if (v_coords.defined())
+    TORCH_CHECK(v_coords.sizes() == coords.sizes(), "grad_grad_coords must have coords' shape");
+  if (v_step.defined())
+    TORCH_CHECK(v_step.sizes() == step.sizes(), "grad_grad_step must have step's shape");
+  if (grad_output.numel() == 0 ||
+      (!v_image.defined() && !v_coords.defined() && !v_step.defined()))
+    return {out_grad_out, out_image, out_coords, out_step};
+  const auto grad_c = grad_output.contiguous().to(dtype);
+  const auto image_c = image.contiguous();
+  const auto coords_c = coords.contiguous();
+  const auto step_c = step.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(dtype, "patch_sample_double_backward_cpu", [&] {
+    double_backward_kernel<scalar_t>(
+        g, grad_c.const_data_ptr<scalar_t>(), image_c.const_data_ptr<scalar_t>(),
+        coords_c.const_data_ptr<scalar_t>(), step_c.const_data_ptr<scalar_t>(),
+        optional_data<scalar_t>(v_image), optional_data<scalar_t>(v_coords),
+        optional_data<scalar_t>(v_step), padding, output_mask[0], output_mask[1], output_mask[2],
+        output_mask[3], out_grad_out.mutable_data_ptr<scalar_t>(),
+        out_image.mutable_data_ptr<scalar_t>(), out_coords.mutable_data_ptr<scalar_t>(),
+        out_step.mutable_data_ptr<scalar_t>());
+  });
+  return {out_grad_out, out_image, out_coords, out_step};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(funknn_fast, m) {
+  m.def("patch_sample(Tensor image, Tensor coords, Tensor step, int patch_size, int padding) -> Tensor");
+  m.def(
+      "patch_sample_backward(Tensor grad_output, Tensor image, Tensor coords, Tensor step, "
+      "int patch_size, int padding, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "patch_sample_double_backward(Tensor grad_output, Tensor image, Tensor coords, Tensor step, "
+      "Tensor? grad_grad_image, Tensor? grad_grad_coords, Tensor? grad_grad_step, "
+      "int patch_size, int padding, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(funknn_fast, CPU, m) {
+  m.impl("patch_sample", &patch_sample_cpu);
+  m.impl("patch_sample_backward", &patch_sample_backward_cpu);
+  m.impl("patch_sample_double_backward", &patch_sample_double_backward_cpu);
+}
+
+}  // namespace funknn

@@ -1,0 +1,1 @@
+"""Subcommands of the ``funknn`` command line, one module each."""

@@ -1,0 +1,1 @@
+"""Triton kernels of funknn_fast (installed as ``funknn_fast.kernels``)."""
