@@ -127,8 +127,7 @@ def patch_sample(
     if name == "cpu":
         return cpp_ops.OPS.patch_sample(image, coords, step_tensor, patch_size, code)
     if name == "cuda":
-        return cpp_ops.OPS.patch_sample(image, coords.to(image.dtype), step_tensor.to(image.dtype),
-                                        patch_size, code)
+        return cpp_ops.OPS.patch_sample(image, coords, step_tensor, patch_size, code)
     if name == "triton":
         from funknn_fast.kernels.patch_sample_triton import triton_patch_sample
 
