@@ -1,0 +1,377 @@
+// funknn_fast::patch_sample_jets: a patch and its derivatives in the query coordinate, one pass.
+//
+//   patch_sample_jets(image (B,C,H,W), coords (B,Q,2), step (2,), patch_size, padding, mode)
+//       -> jets (K, B, Q, C, p, p)
+//   patch_sample_jets_backward(grad_jets, image, coords, step, patch_size, padding, mode,
+//                              output_mask) -> (grad_image, grad_coords, grad_step)
+//
+// Every sample of a patch moves with the query, so d/dx of sample (i, j) is the x derivative of
+// the interpolant at that sample's position. Components (normalised coordinates, chain factors
+// s_x = W / 2 and s_y = H / 2 from csrc/patch_sample_math.h):
+//   mode 0 (K = 3): f, s_x f_x, s_y f_y
+//   mode 1 (K = 4): f, s_x f_x, s_y f_y, s_x^2 f_xx + s_y^2 f_yy              (Laplacian)
+//   mode 2 (K = 6): f, s_x f_x, s_y f_y, s_x^2 f_xx, s_x s_y f_xy, s_y^2 f_yy  (Hessian)
+// where f_x = d f / d(pixel x) etc. The backward contracts grad_jets with the jets' derivatives
+// in the image (a scatter of the combined weights), in the query position (third derivatives of
+// the Keys weights enter for the second-order components) and in the step (sample (i, j) moves
+// by (j - (p-1)/2, i - (p-1)/2) pixels per unit step).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <tuple>
+#include <vector>
+
+#include "patch_sample_math.h"
+
+namespace funknn {
+namespace {
+
+constexpr int64_t kJetsGradient = 0;
+constexpr int64_t kJetsLaplacian = 1;
+constexpr int64_t kJetsHessian = 2;
+
+int64_t jet_components(int64_t mode) { return mode == kJetsGradient ? 3 : (mode == kJetsLaplacian ? 4 : 6); }
+
+// Per-axis tap tables of one query: padded offsets (times the axis stride) and the Keys weights
+// with their first, second and third derivatives in the pixel position, for each of the p
+// samples on the axis. Taps outside (zeros padding) get zero weights; past the clamp range all
+// derivatives vanish.
+template <typename T>
+struct JetAxisTable {
+  std::vector<int64_t> offset;     // (p, 4)
+  std::vector<T> w, d1, d2, d3;    // (p, 4)
+  std::vector<T> shift;            // (p,)
+
+  explicit JetAxisTable(int64_t p)
+      : offset(p * 4), w(p * 4), d1(p * 4), d2(p * 4), d3(p * 4), shift(p) {
+    for (int64_t s = 0; s < p; ++s) shift[s] = static_cast<T>(s) - static_cast<T>(p - 1) / T(2);
+  }
+
+  void fill(T centre, T step, int64_t n, int64_t stride, int64_t padding, bool third) {
+    const int64_t p = static_cast<int64_t>(shift.size());
+    for (int64_t s = 0; s < p; ++s) {
+      int64_t index[4];
+      bool valid[4];
+      T t;
+      const bool inside = axis_taps<T>(centre + shift[s] * step, n, padding, index, valid, &t);
+      keys_weights<T>(t, &w[s * 4]);
+      keys_weights_d1<T>(t, &d1[s * 4]);
+      keys_weights_d2<T>(t, &d2[s * 4]);
+      if (third) {
+        keys_weights_d3<T>(&d3[s * 4]);
+        // NaN positions propagate NaN into the constant third derivative as well.
+        for (int k = 0; k < 4; ++k) d3[s * 4 + k] += t - t;
+      }
+      for (int k = 0; k < 4; ++k) {
+        offset[s * 4 + k] = index[k] * stride;
+        if (!valid[k]) w[s * 4 + k] = T(0);
+        if (!valid[k] || !inside) {
+          d1[s * 4 + k] = T(0);
+          d2[s * 4 + k] = T(0);
+          if (third) d3[s * 4 + k] = T(0);
+        }
+      }
+    }
+  }
+};
+
+template <typename T>
+inline T dot4(const T* a, const T* row, const int64_t* col) {
+  return a[0] * row[col[0]] + a[1] * row[col[1]] + a[2] * row[col[2]] + a[3] * row[col[3]];
+}
+
+struct JetGeometry {
+  int64_t batch, channels, height, width, queries, p, components;
+};
+
+void check_jets_inputs(const at::Tensor& image, const at::Tensor& coords, const at::Tensor& step,
+                       int64_t patch_size, int64_t padding, int64_t mode) {
+  TORCH_CHECK(image.dim() == 4, "patch_sample_jets: image must be (B, C, H, W), got ",
+              image.sizes());
+  TORCH_CHECK(coords.dim() == 3 && coords.size(2) == 2 && coords.size(0) == image.size(0),
+              "patch_sample_jets: coords must be (B, Q, 2) with B = ", image.size(0), ", got ",
+              coords.sizes());
+  TORCH_CHECK(step.dim() == 1 && step.size(0) == 2, "patch_sample_jets: step must be (2,), got ",
+              step.sizes());
+  TORCH_CHECK(image.scalar_type() == coords.scalar_type() &&
+                  image.scalar_type() == step.scalar_type(),
+              "patch_sample_jets: image, coords and step must share a dtype");
+  TORCH_CHECK(image.scalar_type() == at::kFloat || image.scalar_type() == at::kDouble,
+              "patch_sample_jets (cpu): dtype must be float32 or float64, got ",
+              image.scalar_type());
+  TORCH_CHECK(patch_size >= 1, "patch_sample_jets: patch_size must be >= 1, got ", patch_size);
+  TORCH_CHECK(padding >= kZeros && padding <= kReflection,
+              "patch_sample_jets: padding code must be 0, 1 or 2, got ", padding);
+  TORCH_CHECK(mode >= kJetsGradient && mode <= kJetsHessian,
+              "patch_sample_jets: mode must be 0 (gradient), 1 (Laplacian) or 2 (Hessian), got ",
+              mode);
+  TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1,
+              "patch_sample_jets: image H and W must be >= 1");
+}
+
+JetGeometry jet_geometry(const at::Tensor& image, const at::Tensor& coords, int64_t patch_size,
+                         int64_t mode) {
+  return {image.size(0), image.size(1), image.size(2), image.size(3),
+          coords.size(1), patch_size,   jet_components(mode)};
+}
+
+// ---------------------------------------------------------------- forward
+
+template <typename T>
+void jets_forward_kernel(const JetGeometry& g, const T* image, const T* coords, const T* step,
+                         T* out, int64_t padding, int64_t mode) {
+  const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
+  const int64_t component_stride = g.batch * g.queries * g.channels * pp;
+  const T sx = step[0], sy = step[1];
+  const T scale_x = pixel_per_unit<T>(g.width), scale_y = pixel_per_unit<T>(g.height);
+  const T sxx = scale_x * scale_x, sxy = scale_x * scale_y, syy = scale_y * scale_y;
+  const bool second = mode != kJetsGradient;
+  at::parallel_for(0, g.batch * g.queries, 16, [&](int64_t begin, int64_t end) {
+    JetAxisTable<T> cols(p), rows(p);
+    for (int64_t bq = begin; bq < end; ++bq) {
+      const int64_t b = bq / g.queries;
+      cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding, false);
+      rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
+                padding, false);
+      for (int64_t c = 0; c < g.channels; ++c) {
+        const T* src = image + (b * g.channels + c) * plane;
+        T* dst = out + (bq * g.channels + c) * pp;
+        for (int64_t i = 0; i < p; ++i) {
+          for (int64_t j = 0; j < p; ++j) {
+            const int64_t* col = &cols.offset[j * 4];
+            const T* wx = &cols.w[j * 4];
+            const T* dwx = &cols.d1[j * 4];
+            const T* d2wx = &cols.d2[j * 4];
+            T f = 0, fx = 0, fy = 0, fxx = 0, fxy = 0, fyy = 0;
+            for (int l = 0; l < 4; ++l) {
+              const T* src_row = src + rows.offset[i * 4 + l];
+              const T wy = rows.w[i * 4 + l], dwy = rows.d1[i * 4 + l];
+              const T a = dot4(wx, src_row, col), ax = dot4(dwx, src_row, col);
+              f += wy * a;
+              fx += wy * ax;
+              fy += dwy * a;
+              if (second) {
+                fxx += wy * dot4(d2wx, src_row, col);
+                fxy += dwy * ax;
+                fyy += rows.d2[i * 4 + l] * a;
+              }
+            }
+            const int64_t e = i * p + j;
+            dst[e] = f;
+            dst[component_stride + e] = scale_x * fx;
+            dst[2 * component_stride + e] = scale_y * fy;
+            if (mode == kJetsLaplacian) {
+              dst[3 * component_stride + e] = sxx * fxx + syy * fyy;
+            } else if (mode == kJetsHessian) {
+              dst[3 * component_stride + e] = sxx * fxx;
+              dst[4 * component_stride + e] = sxy * fxy;
+              dst[5 * component_stride + e] = syy * fyy;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+at::Tensor patch_sample_jets_cpu(const at::Tensor& image, const at::Tensor& coords,
+                                 const at::Tensor& step, int64_t patch_size, int64_t padding,
+                                 int64_t mode) {
+  check_jets_inputs(image, coords, step, patch_size, padding, mode);
+  const JetGeometry g = jet_geometry(image, coords, patch_size, mode);
+  auto out = at::empty({g.components, g.batch, g.queries, g.channels, patch_size, patch_size},
+                       image.options());
+  if (out.numel() == 0) return out;
+  const auto image_c = image.contiguous();
+  const auto coords_c = coords.contiguous();
+  const auto step_c = step.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "patch_sample_jets_cpu", [&] {
+    jets_forward_kernel<scalar_t>(g, image_c.const_data_ptr<scalar_t>(),
+                                  coords_c.const_data_ptr<scalar_t>(),
+                                  step_c.const_data_ptr<scalar_t>(),
+                                  out.mutable_data_ptr<scalar_t>(), padding, mode);
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- backward
+//
+// With coefficients c_alpha on the pixel derivatives f_alpha of a sample (from grad_jets and the
+// chain factors), the contracted functional of one sample is
+//   sum_{l,k} I[l][k] (wy[l] A0[k] + dwy[l] A1[k] + d2wy[l] A2[k]),
+//   A0 = c_f wx + c_x dwx + c_xx d2wx,  A1 = c_y wx + c_xy dwx,  A2 = c_yy wx,
+// whose image gradient is the bracket, and whose derivatives in the sample position are the
+// same expression with the x (or y) weights differentiated once more.
+
+template <typename T>
+void jets_backward_kernel(const JetGeometry& g, const T* grad_jets, const T* image,
+                          const T* coords, const T* step, int64_t padding, int64_t mode,
+                          bool need_image, bool need_coords, bool need_step, T* grad_image,
+                          T* grad_coords, T* grad_step) {
+  const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
+  const int64_t image_numel = g.batch * g.channels * plane;
+  const int64_t component_stride = g.batch * g.queries * g.channels * pp;
+  const T sx = step[0], sy = step[1];
+  const T scale_x = pixel_per_unit<T>(g.width), scale_y = pixel_per_unit<T>(g.height);
+  const T sxx = scale_x * scale_x, sxy = scale_x * scale_y, syy = scale_y * scale_y;
+  const bool need_position = need_coords || need_step;
+  const int64_t max_workers = std::max<int64_t>(1, at::get_num_threads());
+  std::vector<T> image_buffers(need_image ? max_workers * image_numel : 0, T(0));
+  std::vector<T> step_partials(max_workers * 2, T(0));
+
+  const int64_t total = g.batch * g.queries;
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(max_workers, (total + 63) / 64));
+  at::parallel_for(0, workers, 1, [&](int64_t first_worker, int64_t last_worker) {
+    for (int64_t worker = first_worker; worker < last_worker; ++worker) {
+      const int64_t begin = total * worker / workers, end = total * (worker + 1) / workers;
+      JetAxisTable<T> cols(p), rows(p);
+      T* gimg = need_image ? image_buffers.data() + worker * image_numel : nullptr;
+      T step_x_acc = T(0), step_y_acc = T(0);
+      for (int64_t bq = begin; bq < end; ++bq) {
+        const int64_t b = bq / g.queries;
+        cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding,
+                  need_position);
+        rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
+                  padding, need_position);
+        T gpx = T(0), gpy = T(0), gsx = T(0), gsy = T(0);
+        for (int64_t c = 0; c < g.channels; ++c) {
+          const int64_t plane_start = (b * g.channels + c) * plane;
+          const T* src = image + plane_start;
+          const T* go = grad_jets + (bq * g.channels + c) * pp;
+          for (int64_t i = 0; i < p; ++i) {
+            for (int64_t j = 0; j < p; ++j) {
+              const int64_t e = i * p + j;
+              const T c_f = go[e];
+              const T c_x = scale_x * go[component_stride + e];
+              const T c_y = scale_y * go[2 * component_stride + e];
+              T c_xx = 0, c_xy = 0, c_yy = 0;
+              if (mode == kJetsLaplacian) {
+                c_xx = sxx * go[3 * component_stride + e];
+                c_yy = syy * go[3 * component_stride + e];
+              } else if (mode == kJetsHessian) {
+                c_xx = sxx * go[3 * component_stride + e];
+                c_xy = sxy * go[4 * component_stride + e];
+                c_yy = syy * go[5 * component_stride + e];
+              }
+              const int64_t* col = &cols.offset[j * 4];
+              const T* wx = &cols.w[j * 4];
+              const T* dwx = &cols.d1[j * 4];
+              const T* d2wx = &cols.d2[j * 4];
+              const T* d3wx = &cols.d3[j * 4];
+              T a0[4], a1[4], a2[4], a0x[4], a1x[4], a2x[4];
+              for (int k = 0; k < 4; ++k) {
+                a0[k] = c_f * wx[k] + c_x * dwx[k] + c_xx * d2wx[k];
+                a1[k] = c_y * wx[k] + c_xy * dwx[k];
+                a2[k] = c_yy * wx[k];
+                if (need_position) {
+                  a0x[k] = c_f * dwx[k] + c_x * d2wx[k] + c_xx * d3wx[k];
+                  a1x[k] = c_y * dwx[k] + c_xy * d2wx[k];
+                  a2x[k] = c_yy * dwx[k];
+                }
+              }
+              T hx = T(0), hy = T(0);
+              for (int l = 0; l < 4; ++l) {
+                const int64_t row_offset = rows.offset[i * 4 + l];
+                const T wy = rows.w[i * 4 + l], dwy = rows.d1[i * 4 + l],
+                        d2wy = rows.d2[i * 4 + l];
+                if (need_position) {
+                  const T d3wy = rows.d3[i * 4 + l];
+                  const T* src_row = src + row_offset;
+                  for (int k = 0; k < 4; ++k) {
+                    const T v = src_row[col[k]];
+                    hx += v * (wy * a0x[k] + dwy * a1x[k] + d2wy * a2x[k]);
+                    hy += v * (dwy * a0[k] + d2wy * a1[k] + d3wy * a2[k]);
+                  }
+                }
+                if (gimg) {
+                  T* dst_row = gimg + plane_start + row_offset;
+                  for (int k = 0; k < 4; ++k)
+                    dst_row[col[k]] += wy * a0[k] + dwy * a1[k] + d2wy * a2[k];
+                }
+              }
+              gpx += hx;
+              gpy += hy;
+              gsx += hx * cols.shift[j];
+              gsy += hy * rows.shift[i];
+            }
+          }
+        }
+        if (need_coords) {
+          grad_coords[bq * 2] = gpx * scale_x;
+          grad_coords[bq * 2 + 1] = gpy * scale_y;
+        }
+        step_x_acc += gsx;
+        step_y_acc += gsy;
+      }
+      step_partials[worker * 2] = step_x_acc;
+      step_partials[worker * 2 + 1] = step_y_acc;
+    }
+  });
+
+  if (need_step) {
+    grad_step[0] = T(0);
+    grad_step[1] = T(0);
+    for (int64_t w = 0; w < workers; ++w) {
+      grad_step[0] += step_partials[w * 2];
+      grad_step[1] += step_partials[w * 2 + 1];
+    }
+  }
+  if (need_image) {
+    at::parallel_for(0, image_numel, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        T sum = T(0);
+        for (int64_t w = 0; w < workers; ++w) sum += image_buffers[w * image_numel + e];
+        grad_image[e] = sum;
+      }
+    });
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_sample_jets_backward_cpu(
+    const at::Tensor& grad_jets, const at::Tensor& image, const at::Tensor& coords,
+    const at::Tensor& step, int64_t patch_size, int64_t padding, int64_t mode,
+    std::array<bool, 3> output_mask) {
+  check_jets_inputs(image, coords, step, patch_size, padding, mode);
+  const JetGeometry g = jet_geometry(image, coords, patch_size, mode);
+  TORCH_CHECK(grad_jets.sizes() == at::IntArrayRef({g.components, g.batch, g.queries, g.channels,
+                                                    patch_size, patch_size}),
+              "patch_sample_jets_backward: grad_jets must be (K, B, Q, C, p, p) with K = ",
+              g.components, ", got ", grad_jets.sizes());
+  auto grad_image = at::zeros_like(image, at::MemoryFormat::Contiguous);
+  auto grad_coords = at::zeros_like(coords, at::MemoryFormat::Contiguous);
+  auto grad_step = at::zeros_like(step, at::MemoryFormat::Contiguous);
+  if (grad_jets.numel() == 0) return {grad_image, grad_coords, grad_step};
+  const auto grad_c = grad_jets.contiguous().to(image.scalar_type());
+  const auto image_c = image.contiguous();
+  const auto coords_c = coords.contiguous();
+  const auto step_c = step.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "patch_sample_jets_backward_cpu", [&] {
+    jets_backward_kernel<scalar_t>(
+        g, grad_c.const_data_ptr<scalar_t>(), image_c.const_data_ptr<scalar_t>(),
+        coords_c.const_data_ptr<scalar_t>(), step_c.const_data_ptr<scalar_t>(), padding, mode,
+        output_mask[0], output_mask[1], output_mask[2], grad_image.mutable_data_ptr<scalar_t>(),
+        grad_coords.mutable_data_ptr<scalar_t>(), grad_step.mutable_data_ptr<scalar_t>());
+  });
+  return {grad_image, grad_coords, grad_step};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(funknn_fast, m) {
+  m.def(
+      "patch_sample_jets(Tensor image, Tensor coords, Tensor step, int patch_size, int padding, "
+      "int mode) -> Tensor");
+  m.def(
+      "patch_sample_jets_backward(Tensor grad_jets, Tensor image, Tensor coords, Tensor step, "
+      "int patch_size, int padding, int mode, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(funknn_fast, CPU, m) {
+  m.impl("patch_sample_jets", &patch_sample_jets_cpu);
+  m.impl("patch_sample_jets_backward", &patch_sample_jets_backward_cpu);
+}
+
+}  // namespace funknn
