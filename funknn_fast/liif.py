@@ -24,7 +24,9 @@ are those at pixels floor(px) and floor(px) + 1 of each axis, clamped to the gri
 border two of them coincide).
 
 Efficient evaluation: :meth:`LIIF.encode` runs the encoder once per image and returns a
-:class:`LIIFFeatures`; :meth:`LIIF.query` decodes any chunk of queries from it.
+:class:`LIIFFeatures`; :meth:`LIIF.query` decodes any chunk of queries from it;
+:func:`render_liif` renders a whole image that way (the counterpart of
+``funknn_fast.inference.render``).
 ``encode(image, project=True)`` additionally folds the unfolding and the code part of the
 MLP's first (linear) layer into one 3 x 3 convolution evaluated once per latent code, so each
 query only gathers 4 hidden vectors; the result is the same function (equal up to rounding).
@@ -290,6 +292,49 @@ class LIIF(nn.Module):
             stop = start + chunk_size
             out[:, start:stop] = self.query(features, coords[:, start:stop], cell[:, start:stop])
         return out
+
+
+def render_liif(
+    model: LIIF,
+    image: torch.Tensor,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    chunk: int = 16384,
+    project: bool = True,
+) -> torch.Tensor:
+    """Renders ``image`` ((C, h, w) or (1, C, h, w)) at ``scale`` or ``size`` = (H, W).
+
+    Output pixel (i, j) is LIIF queried at its centre with the cell (2 / W, 2 / H), ``chunk``
+    queries at a time from one encoding of the image (same contract as
+    ``funknn_fast.inference.render``).
+    """
+    from funknn_fast.inference import output_size
+
+    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4):
+        raise ValueError("image must be a tensor (C, h, w) or (1, C, h, w)")
+    if image.dim() == 4 and image.shape[0] != 1:
+        raise ValueError(f"render_liif takes one image, got a batch of {image.shape[0]}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    low = image if image.dim() == 4 else image.unsqueeze(0)
+    height, width = output_size(low.shape[2], low.shape[3], scale, size)
+    cell = cell_for_size(height, width, dtype=low.dtype, device=low.device)
+    out = low.new_empty(height * width, low.shape[1])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            features = model.encode(low, project=project)
+            for start in range(0, height * width, chunk):
+                index = torch.arange(start, min(start + chunk, height * width), device=low.device)
+                x = (2 * (index % width) + 1).double() / width - 1
+                y = (2 * torch.div(index, width, rounding_mode="floor") + 1).double() / height - 1
+                coords = torch.stack((x, y), dim=1).to(low.dtype)[None]
+                out[start : start + chunk] = model.query(features, coords, cell)[0]
+    finally:
+        model.train(was_training)
+    out = out.t().reshape(1, low.shape[1], height, width)
+    return out if image.dim() == 4 else out[0]
 
 
 def save_liif(model: LIIF, path: str | os.PathLike[str]) -> None:

@@ -14,6 +14,7 @@ from funknn_fast.liif import (
     cell_for_size,
     ensemble_corners,
     load_liif,
+    render_liif,
     save_liif,
 )
 
@@ -193,3 +194,19 @@ def test_bad_inputs_raise_clear_errors():
         LIIFConfig(encoder_blocks=-1)
     with pytest.raises(ValueError, match="chunk_size"):
         model.evaluate(coords, image, 0.1, chunk_size=0)
+
+
+def test_render_liif_queries_every_pixel_centre_with_its_cell():
+    model = _tiny_model()
+    image, _ = _inputs(batch=1, height=4, width=5)
+    out = render_liif(model, image[0], size=(6, 9), chunk=7)
+    ys = (2 * torch.arange(6, dtype=torch.float64) + 1) / 6 - 1
+    xs = (2 * torch.arange(9, dtype=torch.float64) + 1) / 9 - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    coords = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], -1)[None]
+    want = model(coords, image, (2 / 9, 2 / 6))[0].t().reshape(3, 6, 9)
+    assert out.shape == (3, 6, 9)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    assert render_liif(model, image, scale=2.0).shape == (1, 3, 8, 10)
+    with pytest.raises(ValueError, match="chunk"):
+        render_liif(model, image, scale=2.0, chunk=0)
