@@ -1,0 +1,285 @@
+"""Inverse problems with the continuous prior ``u = FunkNN(x, G(z))`` (paper section 4).
+
+Problems (``PROBLEMS``), all on phantoms observed through their *continuous* definition
+(:func:`funknn_fast.prior.phantoms.ellipse_function`), at ``n x n = size x size`` pixel centres of
+``[-1, 1]^2`` (``grid_sample(align_corners=False)`` convention):
+
+* ``"derivatives"``: the exact gradient (d/dx, d/dy, normalised coordinates) at every pixel centre;
+  minimise ``sum_j |grad_x u(x_j) - g_j|^2 / sum_j |g_j|^2 + lam |z|^2``;
+* ``"sparse-derivatives"``: only the ``sparse_fraction`` (20%) of the points with the largest
+  gradient norm; adds ``tv_weight * TV(G(z))`` (mean anisotropic total variation of the
+  low-resolution image);
+* ``"ct"``: parallel-beam sinogram (:mod:`.radon`) at ``angles`` angles evenly spaced over
+  [-70, +70] degrees and ``bins`` detector cells over ``[-sqrt 2, sqrt 2]``, each projection with
+  Gaussian noise at ``noise_snr_db`` (30 dB) SNR; minimise ``|A u - v|^2 / |v|^2 + lam |z|^2``,
+  ``A u`` the Radon transform of FunkNN rendered on the ``n x n`` grid and interpolated
+  bilinearly (as the public code did with its 256^2 grid); ``ct_direct=True`` integrates
+  FunkNN itself along the rays instead (exact but ``samples_per_ray`` times the queries).
+
+Solver (:func:`solve`), one image at a time, as in the paper: Adam on the base latent ``z``
+(``G(z) = decoder(flow.from_base(z))``, ``z = 0`` first) for ``z_steps`` steps, then Adam on a copy
+of the decoder's weights for ``finetune_steps`` steps with ``z`` fixed. Derivative losses use a
+random subset of ``queries`` observed points per step (``None``: all); gradients of FunkNN come
+from ``funknn_fast.derivatives`` (forward-mode jets) or, for any other field, from autograd.
+
+Baselines (:func:`baseline`): FBP (Ram-Lak) for CT; least-squares Poisson integration of the
+observed gradients (:mod:`.poisson`) for the derivative problems. Metrics (:mod:`.metrics`): SNR
+and shift-invariant SNR against the phantom at the pixel centres.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from funknn_fast.model import FunkNN
+from funknn_fast.prior.fbp import fbp
+from funknn_fast.prior.generator import ContinuousPrior
+from funknn_fast.prior.metrics import shift_invariant_snr, snr
+from funknn_fast.prior.phantoms import ellipse_function, pixel_centers, rasterize
+from funknn_fast.prior.poisson import poisson_integrate
+from funknn_fast.prior.radon import detector_positions, image_function, limited_angles, radon
+
+PROBLEMS = ("ct", "derivatives", "sparse-derivatives")
+Progress = Callable[[str, int, float], None]
+
+
+@dataclass
+class SolveConfig:
+    size: int = 64
+    z_steps: int = 300
+    z_lr: float = 0.05
+    finetune_steps: int = 100
+    finetune_lr: float = 1e-4
+    latent_weight: float = 0.0
+    tv_weight: float = 1e-2
+    sparse_fraction: float = 0.2
+    queries: int | None = 2048
+    angles: int = 60
+    bins: int | None = None
+    noise_snr_db: float = 30.0
+    ct_direct: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("size", "angles"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("z_steps", "finetune_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.sparse_fraction <= 1.0:
+            raise ValueError(f"sparse_fraction must be in (0, 1], got {self.sparse_fraction}")
+        if self.queries is not None and self.queries < 1:
+            raise ValueError(f"queries must be >= 1 or None, got {self.queries}")
+
+    @property
+    def detector_bins(self) -> int:
+        return self.bins if self.bins is not None else math.ceil(math.sqrt(2.0) * self.size)
+
+
+@dataclass
+class Problem:
+    """Observations of a batch of phantoms ``params (B, K, 6)``; ``truth (B, 1, n, n)``."""
+
+    kind: str
+    params: torch.Tensor
+    truth: torch.Tensor
+    coords: torch.Tensor | None = None  # (B, n^2, 2) observation points (derivatives)
+    gradients: torch.Tensor | None = None  # (B, n^2, 2)
+    mask: torch.Tensor | None = None  # (B, n^2) observed points
+    angles: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    sinogram: torch.Tensor | None = None  # (B, 1, A, S), noisy
+    extra: dict = field(default_factory=dict)
+
+    def select(self, index: int) -> Problem:
+        """The single-image problem ``index``."""
+
+        def pick(value):
+            return value[index : index + 1] if isinstance(value, torch.Tensor) else value
+
+        return Problem(
+            self.kind, pick(self.params), pick(self.truth), pick(self.coords),
+            pick(self.gradients), pick(self.mask), self.angles, self.positions,
+            pick(self.sinogram), dict(self.extra),
+        )
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in PROBLEMS:
+        raise ValueError(f"problem must be one of {PROBLEMS}, got {kind!r}")
+
+
+def phantom_gradients(
+    params: torch.Tensor, coords: torch.Tensor, edge_width: float
+) -> torch.Tensor:
+    """Exact gradient ``(B, Q, 2)`` of the phantoms at ``coords (B, Q, 2)`` (float64 autograd)."""
+    with torch.enable_grad():
+        points = coords.detach().double().requires_grad_(True)
+        values = ellipse_function(params, points, edge_width)
+        (gradient,) = torch.autograd.grad(values.sum(), points)
+    return gradient.to(coords.dtype)
+
+
+def make_problem(
+    kind: str, params: torch.Tensor, config: SolveConfig, edge_width: float
+) -> Problem:
+    """Observations of ``kind`` for phantoms ``params (B, K, 6)`` (noise seeded by config.seed)."""
+    _check_kind(kind)
+    batch, n = params.shape[0], config.size
+    truth = rasterize(params, n, edge_width, supersample=1)
+    problem = Problem(kind, params, truth)
+    if kind in ("derivatives", "sparse-derivatives"):
+        coords = pixel_centers(n, batch)
+        gradients = phantom_gradients(params, coords, edge_width)
+        mask = torch.ones(batch, n * n, dtype=torch.bool)
+        if kind == "sparse-derivatives":
+            keep = max(1, round(config.sparse_fraction * n * n))
+            largest = gradients.norm(dim=-1).topk(keep, dim=1).indices
+            mask = torch.zeros_like(mask).scatter_(1, largest, True)
+        problem.coords, problem.gradients, problem.mask = coords, gradients, mask
+        return problem
+    angles = limited_angles(config.angles)
+    positions = detector_positions(config.detector_bins, math.sqrt(2.0), torch.float64)
+    clean = radon(
+        lambda c: ellipse_function(params, c, edge_width), angles, positions, batch,
+        samples_per_ray=4 * n,
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    power = clean.pow(2).mean(dim=-1, keepdim=True)
+    sigma = torch.sqrt(power) * 10.0 ** (-config.noise_snr_db / 20.0)
+    noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype) * sigma
+    problem.angles, problem.positions = angles.float(), positions.float()
+    problem.sinogram = (clean + noise).float()
+    return problem
+
+
+def baseline(problem: Problem) -> torch.Tensor:
+    """FBP (CT) or Poisson integration (derivatives): ``(B, 1, n, n)``."""
+    n = problem.truth.shape[-1]
+    if problem.kind == "ct":
+        return fbp(problem.sinogram, problem.angles, problem.positions, n)
+    batch = problem.truth.shape[0]
+    gradients = problem.gradients.reshape(batch, n, n, 2).permute(0, 3, 1, 2)
+    return poisson_integrate(gradients, problem.mask.reshape(batch, n, n)).float()
+
+
+def spatial_gradient(
+    field_fn: nn.Module, coords: torch.Tensor, images: torch.Tensor
+) -> torch.Tensor:
+    """``(d/dx, d/dy)`` of ``field_fn(coords, images)`` (first channel): ``(B, Q, 2)``.
+
+    Exact forward-mode jets for ``FunkNN``; autograd (``create_graph``) for other fields.
+    """
+    if isinstance(field_fn, FunkNN):
+        from funknn_fast.derivatives import funknn_derivatives
+
+        return funknn_derivatives(field_fn, coords, images, order="gradient").gradient[..., 0, :]
+    points = coords.detach().requires_grad_(True)
+    values = field_fn(points, images)[..., 0]
+    (gradient,) = torch.autograd.grad(values.sum(), points, create_graph=True)
+    return gradient
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Mean anisotropic TV ``mean |dx| + mean |dy|`` of ``images (B, C, h, w)``."""
+    dx = images[..., :, 1:] - images[..., :, :-1]
+    dy = images[..., 1:, :] - images[..., :-1, :]
+    return dx.abs().mean() + dy.abs().mean()
+
+
+def data_loss(
+    problem: Problem,
+    prior: ContinuousPrior,
+    images: torch.Tensor,
+    config: SolveConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Normalised data misfit (+ TV for sparse derivatives) of low-res ``images (1, C, d, d)``."""
+    if problem.kind == "ct":
+        if config.ct_direct:
+            function = lambda c: prior.field(c, images)  # noqa: E731
+        else:
+            function = image_function(prior.render(images, config.size))
+        sinogram = radon(
+            function, problem.angles, problem.positions, images.shape[0],
+            samples_per_ray=config.size,
+        )
+        return (sinogram - problem.sinogram).pow(2).sum() / problem.sinogram.pow(2).sum()
+    observed = problem.mask[0].nonzero().squeeze(1)
+    if config.queries is not None and config.queries < observed.numel():
+        pick = torch.randperm(observed.numel(), generator=generator)[: config.queries]
+        observed = observed[pick]
+    coords = problem.coords[:, observed]
+    target = problem.gradients[:, observed]
+    estimate = spatial_gradient(prior.funknn, coords, images)
+    scale = problem.gradients[problem.mask].pow(2).sum(-1).mean()
+    loss = (estimate - target).pow(2).sum(-1).mean() / scale
+    if problem.kind == "sparse-derivatives":
+        loss = loss + config.tv_weight * total_variation(images)
+    return loss
+
+
+def solve(
+    problem: Problem,
+    prior: ContinuousPrior,
+    config: SolveConfig,
+    progress: Progress | None = None,
+) -> dict:
+    """Solve a single-image ``problem``; returns ``estimate (1, 1, n, n)``, ``losses``, ``z``."""
+    if problem.truth.shape[0] != 1:
+        raise ValueError("solve takes a single-image problem: use problem.select(i)")
+    _check_kind(problem.kind)
+    for module in (prior.funknn, prior.flow, prior.autoencoder):
+        module.requires_grad_(False)
+    generator = torch.Generator().manual_seed(config.seed)
+    z = torch.zeros(1, prior.latent, requires_grad=True)
+    optimizer = torch.optim.Adam([z], lr=config.z_lr)
+    losses: dict[str, list[float]] = {"z": [], "finetune": []}
+    for step in range(config.z_steps):
+        loss = data_loss(problem, prior, prior.generate(z), config, generator)
+        loss = loss + config.latent_weight * z.pow(2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses["z"].append(loss.item())
+        if progress:
+            progress("z", step, losses["z"][-1])
+    decoder = copy.deepcopy(prior.autoencoder.decoder).requires_grad_(True)
+    latent = prior.flow.from_base(z.detach())
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.finetune_lr)
+    for step in range(config.finetune_steps):
+        loss = data_loss(problem, prior, decoder(latent), config, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses["finetune"].append(loss.item())
+        if progress:
+            progress("finetune", step, losses["finetune"][-1])
+    with torch.no_grad():
+        images = decoder(latent)
+        estimate = prior.render(images, config.size)
+    return {"estimate": estimate, "low_res": images, "losses": losses, "z": z.detach()}
+
+
+@torch.no_grad()
+def autoencoder_projection(
+    problem: Problem, prior: ContinuousPrior, size: int, edge_width: float
+) -> torch.Tensor:
+    """FunkNN(decoder(encoder(phantom))): the best the prior does knowing the truth (diagnostic)."""
+    low = rasterize(problem.params, prior.autoencoder.size, edge_width, supersample=4)
+    return prior.render(prior.autoencoder(low), size)
+
+
+def metrics(truth: torch.Tensor, estimate: torch.Tensor) -> dict[str, list[float]]:
+    """Per-image ``snr`` and ``si_snr`` (dB) of ``estimate`` against ``truth``."""
+    return {
+        "snr": snr(truth, estimate).tolist(),
+        "si_snr": shift_invariant_snr(truth, estimate).tolist(),
+    }
