@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["sample", "solve"]
 
 
 class CommandError(Exception):
