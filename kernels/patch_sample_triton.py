@@ -1,0 +1,791 @@
+"""Fused Triton kernels of ``patch_sample``: forward, backward and double backward.
+
+Shapes and conventions are those of ``funknn_fast.patch_sample``: image (B, C, H, W), coords
+(B, Q, 2) holding (x, y) in the ``grid_sample`` convention with ``align_corners=False`` (pixel
+position px = ((x + 1) W - 1) / 2), step (2,) = (step_x, step_y) in input pixels, result
+(B, Q, C, p, p) with out[b, q, c, i, j] = I_c(px + (j - (p-1)/2) step_x,
+py + (i - (p-1)/2) step_y), I_c the Keys cubic (a = -0.5) interpolant over the taps
+floor(.) - 1 .. floor(.) + 2. The math is the one of ``csrc/patch_sample.cpp`` /
+``csrc/patch_sample_math.h`` (same padding, NaN and 2^40 clamp rules).
+
+Three ``torch.library`` custom ops, usable on CUDA tensors and, under ``TRITON_INTERPRET=1``, on
+CPU tensors (that is how CI checks the kernels):
+
+* ``funknn_fast::triton_patch_sample`` -- forward. One program handles BLOCK (query, sample)
+  pairs flattened; the x and y weights and tap indices of each sample live in registers; the image
+  is read from a channels-last copy in chunks of up to 4 channels, so one tap is one vector load.
+* ``funknn_fast::triton_patch_sample_backward`` -- gradients w.r.t. image, coords and step; its
+  autograd is the double backward, so ``create_graph=True`` gives exact second derivatives.
+* ``funknn_fast::triton_patch_sample_double_backward`` -- the backward's backward (Hessian terms
+  in the positions, mixed image terms); third order is not provided (use ``backend="torch"``).
+
+Backward kernels tile (BLOCK_Q queries) x (p*p samples, padded to a power of two), so the
+per-query coordinate gradients are register reductions and the step gradient is one partial sum
+per program, added on the host in a fixed order: both are deterministic.
+
+Image gradient: float atomics into an fp32 (fp64 for float64 images) buffer by default, which
+is fast but not bitwise reproducible run to run. When ``torch.use_deterministic_algorithms(True)``
+is set, the kernels instead write every tap contribution and its image index, and the sums are
+done by PyTorch's deterministic ``index_put_(accumulate=True)``, in chunks of queries (slower,
+bounded extra memory).
+
+Low precision: float16/bfloat16 images with float32 coords and step; weights and accumulation
+in float32, the result in the image dtype.
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from funknn_fast.padding import PADDING_CODES
+
+MAX_POSITION: tl.constexpr = tl.constexpr(1099511627776.0)  # 2^40 pixels, as the C++ kernels
+
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
+_IMAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_CONTRIBUTIONS_PER_CHUNK = 1 << 24
+
+
+# ------------------------------------------------------------------------------------ device math
+
+
+@triton.jit
+def _axis_taps(u, n, PADDING: tl.constexpr):
+    """Taps of positions u on an axis of length n: 4 indices (int32) and, per tap, the Keys weight
+    and its first and second derivatives in u (zeroed for taps outside with zeros padding;
+    derivatives zeroed past the 2^40 clamp). Non-finite u: NaN weights, index 0."""
+    nan_or_zero = u - u
+    finite = nan_or_zero == 0
+    inside = (~finite) | ((u <= MAX_POSITION) & (u >= -MAX_POSITION))
+    clamped = tl.where(u < -MAX_POSITION, -MAX_POSITION, u)
+    clamped = tl.where(u > MAX_POSITION, MAX_POSITION, clamped)
+    base = tl.where(finite, tl.floor(clamped), 0.0)
+    t = tl.where(finite, clamped - base, nan_or_zero)
+    first = base.to(tl.int64) - 1
+    if PADDING == 2:  # reflection, half-sample symmetric, period 2n
+        period = 2 * n
+        m0 = first % period
+        m0 = tl.where(m0 < 0, m0 + period, m0).to(tl.int32)
+        m1 = tl.where(m0 + 1 >= period, m0 + 1 - period, m0 + 1)
+        m2 = tl.where(m1 + 1 >= period, m1 + 1 - period, m1 + 1)
+        m3 = tl.where(m2 + 1 >= period, m2 + 1 - period, m2 + 1)
+        i0 = tl.where(m0 >= n, period - 1 - m0, m0)
+        i1 = tl.where(m1 >= n, period - 1 - m1, m1)
+        i2 = tl.where(m2 >= n, period - 1 - m2, m2)
+        i3 = tl.where(m3 >= n, period - 1 - m3, m3)
+        v0 = inside | True
+        v1 = v0
+        v2 = v0
+        v3 = v0
+    else:
+        f = tl.minimum(tl.maximum(first, -8), n + 8).to(tl.int32)
+        if PADDING == 1:  # border
+            i0 = tl.minimum(tl.maximum(f, 0), n - 1)
+            i1 = tl.minimum(tl.maximum(f + 1, 0), n - 1)
+            i2 = tl.minimum(tl.maximum(f + 2, 0), n - 1)
+            i3 = tl.minimum(tl.maximum(f + 3, 0), n - 1)
+            v0 = inside | True
+            v1 = v0
+            v2 = v0
+            v3 = v0
+        else:  # zeros
+            v0 = (f >= 0) & (f < n)
+            v1 = (f + 1 >= 0) & (f + 1 < n)
+            v2 = (f + 2 >= 0) & (f + 2 < n)
+            v3 = (f + 3 >= 0) & (f + 3 < n)
+            i0 = tl.where(v0, f, 0)
+            i1 = tl.where(v1, f + 1, 0)
+            i2 = tl.where(v2, f + 2, 0)
+            i3 = tl.where(v3, f + 3, 0)
+    t2 = t * t
+    t3 = t2 * t
+    w0 = tl.where(v0, 0.5 * (-t3 + 2.0 * t2 - t), 0.0)
+    w1 = tl.where(v1, 0.5 * (3.0 * t3 - 5.0 * t2 + 2.0), 0.0)
+    w2 = tl.where(v2, 0.5 * (-3.0 * t3 + 4.0 * t2 + t), 0.0)
+    w3 = tl.where(v3, 0.5 * (t3 - t2), 0.0)
+    d0 = tl.where(v0 & inside, 0.5 * (-3.0 * t2 + 4.0 * t - 1.0), 0.0)
+    d1 = tl.where(v1 & inside, 0.5 * (9.0 * t2 - 10.0 * t), 0.0)
+    d2 = tl.where(v2 & inside, 0.5 * (-9.0 * t2 + 8.0 * t + 1.0), 0.0)
+    d3 = tl.where(v3 & inside, 0.5 * (3.0 * t2 - 2.0 * t), 0.0)
+    e0 = tl.where(v0 & inside, -3.0 * t + 2.0, 0.0)
+    e1 = tl.where(v1 & inside, 9.0 * t - 5.0, 0.0)
+    e2 = tl.where(v2 & inside, -9.0 * t + 4.0, 0.0)
+    e3 = tl.where(v3 & inside, 3.0 * t - 1.0, 0.0)
+    return i0, i1, i2, i3, w0, w1, w2, w3, d0, d1, d2, d3, e0, e1, e2, e3
+
+
+@triton.jit
+def _row_sums(row_ptr, i0, i1, i2, i3, w0, w1, w2, w3, d0, d1, d2, d3, e0, e1, e2, e3, mask):
+    """Sums over the 4 x taps of one tap row: value, d/dx and d2/dx2 (in the weights' dtype)."""
+    a0 = tl.load(row_ptr + i0, mask=mask, other=0.0).to(w0.dtype)
+    a1 = tl.load(row_ptr + i1, mask=mask, other=0.0).to(w0.dtype)
+    a2 = tl.load(row_ptr + i2, mask=mask, other=0.0).to(w0.dtype)
+    a3 = tl.load(row_ptr + i3, mask=mask, other=0.0).to(w0.dtype)
+    value = w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3
+    d_value = d0 * a0 + d1 * a1 + d2 * a2 + d3 * a3
+    dd_value = e0 * a0 + e1 * a1 + e2 * a2 + e3 * a3
+    return value, d_value, dd_value
+
+
+@triton.jit
+def _vector_row(row_ptr, i0, i1, i2, i3, w0, w1, w2, w3, channel, mask, CB: tl.constexpr):
+    """Forward: weighted sum of 4 taps of one row of the channels-last image, CB channels each."""
+    a0 = tl.load(row_ptr + (i0 * CB)[:, None] + channel[None, :], mask=mask, other=0.0)
+    a1 = tl.load(row_ptr + (i1 * CB)[:, None] + channel[None, :], mask=mask, other=0.0)
+    a2 = tl.load(row_ptr + (i2 * CB)[:, None] + channel[None, :], mask=mask, other=0.0)
+    a3 = tl.load(row_ptr + (i3 * CB)[:, None] + channel[None, :], mask=mask, other=0.0)
+    return (
+        w0[:, None] * a0.to(w0.dtype)
+        + w1[:, None] * a1.to(w0.dtype)
+        + w2[:, None] * a2.to(w0.dtype)
+        + w3[:, None] * a3.to(w0.dtype)
+    )
+
+
+@triton.jit
+def _scatter_row(gimg_ptr, val_ptr, idx_ptr, row_index, i0, i1, i2, i3, v0, v1, v2, v3, mask,
+                 slot, slot_mask, DETERMINISTIC: tl.constexpr):
+    """Adds v_k to the image gradient at row_index + i_k (atomics), or, deterministic, records
+    the 4 (value, index) pairs at slot .. slot + 3 for a later ordered sum."""
+    if DETERMINISTIC:
+        tl.store(val_ptr + slot, tl.where(mask, v0, 0.0), mask=slot_mask)
+        tl.store(val_ptr + slot + 1, tl.where(mask, v1, 0.0), mask=slot_mask)
+        tl.store(val_ptr + slot + 2, tl.where(mask, v2, 0.0), mask=slot_mask)
+        tl.store(val_ptr + slot + 3, tl.where(mask, v3, 0.0), mask=slot_mask)
+        tl.store(idx_ptr + slot, tl.where(mask, row_index + i0, 0), mask=slot_mask)
+        tl.store(idx_ptr + slot + 1, tl.where(mask, row_index + i1, 0), mask=slot_mask)
+        tl.store(idx_ptr + slot + 2, tl.where(mask, row_index + i2, 0), mask=slot_mask)
+        tl.store(idx_ptr + slot + 3, tl.where(mask, row_index + i3, 0), mask=slot_mask)
+    else:
+        tl.atomic_add(gimg_ptr + row_index + i0, v0, mask=mask)
+        tl.atomic_add(gimg_ptr + row_index + i1, v1, mask=mask)
+        tl.atomic_add(gimg_ptr + row_index + i2, v2, mask=mask)
+        tl.atomic_add(gimg_ptr + row_index + i3, v3, mask=mask)
+
+
+# ------------------------------------------------------------------------------------ kernels
+
+
+@triton.jit
+def _forward_kernel(
+    image_ptr, coords_ptr, step_ptr, out_ptr, total, Q, C, H, W, NCH,
+    P: tl.constexpr, CB: tl.constexpr, PADDING: tl.constexpr, BLOCK: tl.constexpr,
+):
+    PP: tl.constexpr = P * P
+    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    emask = e < total
+    bq = e // PP
+    s = (e - bq * PP).to(tl.int32)
+    i = s // P
+    j = s - i * P
+    b = bq // Q
+    cx = tl.load(coords_ptr + 2 * bq, mask=emask, other=0.0)
+    cy = tl.load(coords_ptr + 2 * bq + 1, mask=emask, other=0.0)
+    sx = tl.load(step_ptr)
+    sy = tl.load(step_ptr + 1)
+    ux = ((cx + 1.0) * W - 1.0) * 0.5 + (j.to(cx.dtype) - (P - 1) * 0.5) * sx
+    uy = ((cy + 1.0) * H - 1.0) * 0.5 + (i.to(cy.dtype) - (P - 1) * 0.5) * sy
+    x0, x1, x2, x3, wx0, wx1, wx2, wx3, _, _, _, _, _, _, _, _ = _axis_taps(ux, W, PADDING)
+    y0, y1, y2, y3, wy0, wy1, wy2, wy3, _, _, _, _, _, _, _, _ = _axis_taps(uy, H, PADDING)
+    channel = tl.arange(0, CB)
+    mask2 = emask[:, None] & (channel[None, :] < CB)
+    out_row = bq * C * PP + s
+    for chunk in range(0, NCH):
+        plane = image_ptr + ((b * NCH + chunk) * H * W * CB)[:, None]
+        acc = wy0[:, None] * _vector_row(plane + (y0 * W * CB)[:, None], x0, x1, x2, x3,
+                                         wx0, wx1, wx2, wx3, channel, mask2, CB)
+        acc += wy1[:, None] * _vector_row(plane + (y1 * W * CB)[:, None], x0, x1, x2, x3,
+                                          wx0, wx1, wx2, wx3, channel, mask2, CB)
+        acc += wy2[:, None] * _vector_row(plane + (y2 * W * CB)[:, None], x0, x1, x2, x3,
+                                          wx0, wx1, wx2, wx3, channel, mask2, CB)
+        acc += wy3[:, None] * _vector_row(plane + (y3 * W * CB)[:, None], x0, x1, x2, x3,
+                                          wx0, wx1, wx2, wx3, channel, mask2, CB)
+        c = chunk * CB + channel
+        tl.store(
+            out_ptr + out_row[:, None] + (c * PP)[None, :],
+            acc.to(out_ptr.dtype.element_ty),
+            mask=emask[:, None] & (c < C)[None, :],
+        )
+
+
+@triton.jit
+def _tile_geometry(coords_ptr, step_ptr, q, qmask, s, H, W, P: tl.constexpr):
+    """Positions of the (query, sample) tile and their taps on both axes."""
+    i = s // P
+    j = s - i * P
+    cx = tl.load(coords_ptr + 2 * q, mask=qmask, other=0.0)
+    cy = tl.load(coords_ptr + 2 * q + 1, mask=qmask, other=0.0)
+    sx = tl.load(step_ptr)
+    sy = tl.load(step_ptr + 1)
+    ox = j.to(cx.dtype) - (P - 1) * 0.5
+    oy = i.to(cy.dtype) - (P - 1) * 0.5
+    ux = (((cx + 1.0) * W - 1.0) * 0.5)[:, None] + (ox * sx)[None, :]
+    uy = (((cy + 1.0) * H - 1.0) * 0.5)[:, None] + (oy * sy)[None, :]
+    return ox, oy, ux, uy
+
+
+@triton.jit
+def _backward_kernel(
+    go_ptr, image_ptr, coords_ptr, step_ptr, gimg_ptr, gcoords_ptr, partial_ptr, val_ptr, idx_ptr,
+    q_begin, q_end, partial_offset, Q, C, H, W,
+    P: tl.constexpr, PPAD: tl.constexpr, PADDING: tl.constexpr, BLOCK_Q: tl.constexpr,
+    NEED_IMAGE: tl.constexpr, NEED_POS: tl.constexpr, DETERMINISTIC: tl.constexpr,
+):
+    PP: tl.constexpr = P * P
+    pid = tl.program_id(0)
+    q_local = pid.to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    q = q_begin + q_local
+    qmask = q < q_end
+    s = tl.arange(0, PPAD)
+    mask = qmask[:, None] & (s < PP)[None, :]
+    ox, oy, ux, uy = _tile_geometry(coords_ptr, step_ptr, q, qmask, s, H, W, P)
+    x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3 = _axis_taps(
+        ux, W, PADDING)
+    y0, y1, y2, y3, wy0, wy1, wy2, wy3, dy0, dy1, dy2, dy3, _, _, _, _ = _axis_taps(uy, H, PADDING)
+    b = q // Q
+    gpx = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+    gpy = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+    slot = (q_local * C)[:, None] * (PPAD * 16) + (s * 16)[None, :]
+    slot_mask = qmask[:, None] & (s < PPAD)[None, :]
+    for c in range(0, C):
+        plane = ((b * C + c) * H * W)[:, None]
+        go = tl.load(go_ptr + ((q * C + c) * PP)[:, None] + s[None, :], mask=mask, other=0.0)
+        go = go.to(ux.dtype)
+        if NEED_POS:
+            a0, ax0, _ = _row_sums(image_ptr + plane + y0 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3,
+                                   dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            a1, ax1, _ = _row_sums(image_ptr + plane + y1 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3,
+                                   dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            a2, ax2, _ = _row_sums(image_ptr + plane + y2 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3,
+                                   dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            a3, ax3, _ = _row_sums(image_ptr + plane + y3 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3,
+                                   dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            gpx += go * (wy0 * ax0 + wy1 * ax1 + wy2 * ax2 + wy3 * ax3)
+            gpy += go * (dy0 * a0 + dy1 * a1 + dy2 * a2 + dy3 * a3)
+        if NEED_IMAGE:
+            cslot = slot + c * (PPAD * 16)
+            g = go * wy0
+            _scatter_row(gimg_ptr, val_ptr, idx_ptr, plane + y0 * W, x0, x1, x2, x3, g * wx0,
+                         g * wx1, g * wx2, g * wx3, mask, cslot, slot_mask, DETERMINISTIC)
+            g = go * wy1
+            _scatter_row(gimg_ptr, val_ptr, idx_ptr, plane + y1 * W, x0, x1, x2, x3, g * wx0,
+                         g * wx1, g * wx2, g * wx3, mask, cslot + 4, slot_mask, DETERMINISTIC)
+            g = go * wy2
+            _scatter_row(gimg_ptr, val_ptr, idx_ptr, plane + y2 * W, x0, x1, x2, x3, g * wx0,
+                         g * wx1, g * wx2, g * wx3, mask, cslot + 8, slot_mask, DETERMINISTIC)
+            g = go * wy3
+            _scatter_row(gimg_ptr, val_ptr, idx_ptr, plane + y3 * W, x0, x1, x2, x3, g * wx0,
+                         g * wx1, g * wx2, g * wx3, mask, cslot + 12, slot_mask, DETERMINISTIC)
+    if NEED_POS:
+        gpx = tl.where(mask, gpx, 0.0)
+        gpy = tl.where(mask, gpy, 0.0)
+        tl.store(gcoords_ptr + 2 * q, tl.sum(gpx, axis=1) * (W * 0.5), mask=qmask)
+        tl.store(gcoords_ptr + 2 * q + 1, tl.sum(gpy, axis=1) * (H * 0.5), mask=qmask)
+        partial = partial_ptr + 2 * (partial_offset + pid)
+        tl.store(partial, tl.sum(tl.sum(gpx * ox[None, :], axis=1), axis=0))
+        tl.store(partial + 1, tl.sum(tl.sum(gpy * oy[None, :], axis=1), axis=0))
+
+
+@triton.jit
+def _double_backward_kernel(
+    go_ptr, image_ptr, coords_ptr, step_ptr, vimg_ptr, vcoords_ptr, vstep_ptr,
+    ggo_ptr, gimg_ptr, gcoords_ptr, partial_ptr, val_ptr, idx_ptr,
+    q_begin, q_end, partial_offset, Q, C, H, W,
+    P: tl.constexpr, PPAD: tl.constexpr, PADDING: tl.constexpr, BLOCK_Q: tl.constexpr,
+    HAS_VIMAGE: tl.constexpr, HAS_DIRECTION: tl.constexpr, NEED_GO: tl.constexpr,
+    NEED_IMAGE: tl.constexpr, NEED_POS: tl.constexpr, DETERMINISTIC: tl.constexpr,
+):
+    PP: tl.constexpr = P * P
+    pid = tl.program_id(0)
+    q_local = pid.to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    q = q_begin + q_local
+    qmask = q < q_end
+    s = tl.arange(0, PPAD)
+    mask = qmask[:, None] & (s < PP)[None, :]
+    ox, oy, ux, uy = _tile_geometry(coords_ptr, step_ptr, q, qmask, s, H, W, P)
+    x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3 = _axis_taps(
+        ux, W, PADDING)
+    y0, y1, y2, y3, wy0, wy1, wy2, wy3, dy0, dy1, dy2, dy3, ey0, ey1, ey2, ey3 = _axis_taps(
+        uy, H, PADDING)
+    # Displacement of every sample along the direction (v_coords, v_step), in pixels.
+    dux = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+    duy = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+    if HAS_DIRECTION:
+        vcx = tl.load(vcoords_ptr + 2 * q, mask=qmask, other=0.0) * (W * 0.5)
+        vcy = tl.load(vcoords_ptr + 2 * q + 1, mask=qmask, other=0.0) * (H * 0.5)
+        dux += vcx[:, None] + (ox * tl.load(vstep_ptr))[None, :]
+        duy += vcy[:, None] + (oy * tl.load(vstep_ptr + 1))[None, :]
+    b = q // Q
+    gpx = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+    gpy = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+    slot = (q_local * C)[:, None] * (PPAD * 16) + (s * 16)[None, :]
+    slot_mask = qmask[:, None] & (s < PPAD)[None, :]
+    for c in range(0, C):
+        plane = ((b * C + c) * H * W)[:, None]
+        out_offset = ((q * C + c) * PP)[:, None] + s[None, :]
+        go = tl.load(go_ptr + out_offset, mask=mask, other=0.0).to(ux.dtype)
+        fx = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+        fy = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+        fxx = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+        fxy = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+        fyy = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+        gv = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+        gvx = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+        gvy = tl.zeros([BLOCK_Q, PPAD], dtype=ux.dtype)
+        if HAS_DIRECTION:
+            a0, ax0, axx0 = _row_sums(image_ptr + plane + y0 * W, x0, x1, x2, x3, wx0, wx1, wx2,
+                                      wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            a1, ax1, axx1 = _row_sums(image_ptr + plane + y1 * W, x0, x1, x2, x3, wx0, wx1, wx2,
+                                      wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            a2, ax2, axx2 = _row_sums(image_ptr + plane + y2 * W, x0, x1, x2, x3, wx0, wx1, wx2,
+                                      wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            a3, ax3, axx3 = _row_sums(image_ptr + plane + y3 * W, x0, x1, x2, x3, wx0, wx1, wx2,
+                                      wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            fx += wy0 * ax0 + wy1 * ax1 + wy2 * ax2 + wy3 * ax3
+            fy += dy0 * a0 + dy1 * a1 + dy2 * a2 + dy3 * a3
+            fxx += wy0 * axx0 + wy1 * axx1 + wy2 * axx2 + wy3 * axx3
+            fxy += dy0 * ax0 + dy1 * ax1 + dy2 * ax2 + dy3 * ax3
+            fyy += ey0 * a0 + ey1 * a1 + ey2 * a2 + ey3 * a3
+        if HAS_VIMAGE:
+            b0, bx0, _ = _row_sums(vimg_ptr + plane + y0 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3,
+                                   dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            b1, bx1, _ = _row_sums(vimg_ptr + plane + y1 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3,
+                                   dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            b2, bx2, _ = _row_sums(vimg_ptr + plane + y2 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3,
+                                   dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            b3, bx3, _ = _row_sums(vimg_ptr + plane + y3 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3,
+                                   dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, mask)
+            gv += wy0 * b0 + wy1 * b1 + wy2 * b2 + wy3 * b3
+            gvx += wy0 * bx0 + wy1 * bx1 + wy2 * bx2 + wy3 * bx3
+            gvy += dy0 * b0 + dy1 * b1 + dy2 * b2 + dy3 * b3
+        if NEED_GO:
+            ggo = gv + fx * dux + fy * duy
+            tl.store(ggo_ptr + out_offset, ggo.to(ggo_ptr.dtype.element_ty), mask=mask)
+        if NEED_POS:
+            gpx += go * (gvx + fxx * dux + fxy * duy)
+            gpy += go * (gvy + fxy * dux + fyy * duy)
+        if NEED_IMAGE:
+            cslot = slot + c * (PPAD * 16)
+            gx = go * dux
+            gy = go * duy
+            g = gx * wy0
+            h = gy * dy0
+            _scatter_row(gimg_ptr, val_ptr, idx_ptr, plane + y0 * W, x0, x1, x2, x3,
+                         g * dx0 + h * wx0, g * dx1 + h * wx1, g * dx2 + h * wx2,
+                         g * dx3 + h * wx3, mask, cslot, slot_mask, DETERMINISTIC)
+            g = gx * wy1
+            h = gy * dy1
+            _scatter_row(gimg_ptr, val_ptr, idx_ptr, plane + y1 * W, x0, x1, x2, x3,
+                         g * dx0 + h * wx0, g * dx1 + h * wx1, g * dx2 + h * wx2,
+                         g * dx3 + h * wx3, mask, cslot + 4, slot_mask, DETERMINISTIC)
+            g = gx * wy2
+            h = gy * dy2
+            _scatter_row(gimg_ptr, val_ptr, idx_ptr, plane + y2 * W, x0, x1, x2, x3,
+                         g * dx0 + h * wx0, g * dx1 + h * wx1, g * dx2 + h * wx2,
+                         g * dx3 + h * wx3, mask, cslot + 8, slot_mask, DETERMINISTIC)
+            g = gx * wy3
+            h = gy * dy3
+            _scatter_row(gimg_ptr, val_ptr, idx_ptr, plane + y3 * W, x0, x1, x2, x3,
+                         g * dx0 + h * wx0, g * dx1 + h * wx1, g * dx2 + h * wx2,
+                         g * dx3 + h * wx3, mask, cslot + 12, slot_mask, DETERMINISTIC)
+    if NEED_POS:
+        gpx = tl.where(mask, gpx, 0.0)
+        gpy = tl.where(mask, gpy, 0.0)
+        tl.store(gcoords_ptr + 2 * q, tl.sum(gpx, axis=1) * (W * 0.5), mask=qmask)
+        tl.store(gcoords_ptr + 2 * q + 1, tl.sum(gpy, axis=1) * (H * 0.5), mask=qmask)
+        partial = partial_ptr + 2 * (partial_offset + pid)
+        tl.store(partial, tl.sum(tl.sum(gpx * ox[None, :], axis=1), axis=0))
+        tl.store(partial + 1, tl.sum(tl.sum(gpy * oy[None, :], axis=1), axis=0))
+
+
+# ------------------------------------------------------------------------------------ launchers
+
+
+def _compute_dtype(image: torch.Tensor) -> torch.dtype:
+    """Weights, positions and accumulation dtype: float64 for float64 images, else float32."""
+    return torch.float64 if image.dtype == torch.float64 else torch.float32
+
+
+def _check_inputs(
+    image: torch.Tensor, coords: torch.Tensor, step: torch.Tensor, patch_size: int, padding: int
+) -> None:
+    if image.dim() != 4:
+        raise ValueError(
+            f"triton_patch_sample: image must be (B, C, H, W), got {tuple(image.shape)}"
+        )
+    if coords.dim() != 3 or coords.shape[2] != 2 or coords.shape[0] != image.shape[0]:
+        raise ValueError(
+            f"triton_patch_sample: coords must be (B, Q, 2) with B = {image.shape[0]}, "
+            f"got {tuple(coords.shape)}"
+        )
+    if step.shape != (2,):
+        raise ValueError(f"triton_patch_sample: step must have shape (2,), got {tuple(step.shape)}")
+    if image.dtype not in _IMAGE_DTYPES:
+        raise TypeError(f"triton_patch_sample: image dtype {image.dtype} is not supported")
+    allowed = {image.dtype, _compute_dtype(image)}
+    if coords.dtype not in allowed or step.dtype not in allowed:
+        raise TypeError(
+            f"triton_patch_sample: coords ({coords.dtype}) and step ({step.dtype}) must have "
+            f"image's dtype {image.dtype} or {_compute_dtype(image)}"
+        )
+    if patch_size < 1:
+        raise ValueError(f"triton_patch_sample: patch_size must be >= 1, got {patch_size}")
+    if padding not in PADDING_CODES.values():
+        raise ValueError(f"triton_patch_sample: padding code must be 0, 1 or 2, got {padding}")
+    if image.shape[2] < 1 or image.shape[3] < 1:
+        raise ValueError("triton_patch_sample: image height and width must be >= 1")
+    if 4 * image.shape[2] * image.shape[3] >= 2**31:
+        raise ValueError("triton_patch_sample: H * W must be below 2^29 (32-bit in-plane indices)")
+    devices = {image.device, coords.device, step.device}
+    if len(devices) != 1:
+        raise ValueError(f"triton_patch_sample: tensors are on several devices: {devices}")
+    if image.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            f"triton_patch_sample: tensors on {image.device} need a CUDA device, or "
+            "TRITON_INTERPRET=1 set before funknn_fast.kernels is imported"
+        )
+
+
+def _forward_launch_config() -> tuple[int, int]:
+    """(elements per program, warps) of the forward; FUNKNN_TRITON_FORWARD_CONFIG='block,warps'."""
+    text = os.environ.get("FUNKNN_TRITON_FORWARD_CONFIG", "")
+    if not text:
+        return 256, 4
+    try:
+        block, warps = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"FUNKNN_TRITON_FORWARD_CONFIG must be 'block,warps' (powers of two), got {text!r}"
+        ) from None
+    if block < 16 or block & (block - 1) or warps < 1 or warps & (warps - 1):
+        raise ValueError(f"FUNKNN_TRITON_FORWARD_CONFIG needs powers of two, got {text!r}")
+    return block, warps
+
+
+def _channel_chunk(channels: int) -> int:
+    """Channels per vector load of the forward's channels-last copy."""
+    return 1 if channels == 1 else (2 if channels == 2 else 4)
+
+
+def _channels_last_chunks(image: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
+    """(B, C, H, W) -> (B, ceil(C / chunk), H, W, chunk) contiguous, missing channels zero."""
+    batch, channels, height, width = image.shape
+    chunks = -(-channels // chunk)
+    if chunks * chunk != channels:
+        image = torch.nn.functional.pad(image, (0, 0, 0, 0, 0, chunks * chunk - channels))
+    image = image.reshape(batch, chunks, chunk, height, width).permute(0, 1, 3, 4, 2)
+    return image.contiguous(), chunks
+
+
+def _tile_config(patch_size: int, target: int) -> tuple[int, int]:
+    """(padded samples per query, queries per program) of the backward kernels."""
+    padded = triton.next_power_of_2(patch_size * patch_size)
+    return padded, max(1, target // padded)
+
+
+def _forward(
+    image: torch.Tensor, coords: torch.Tensor, step: torch.Tensor, patch_size: int, padding: int
+) -> torch.Tensor:
+    _check_inputs(image, coords, step, patch_size, padding)
+    batch, channels, height, width = image.shape
+    queries = coords.shape[1]
+    p = patch_size
+    out = torch.empty((batch, queries, channels, p, p), dtype=image.dtype, device=image.device)
+    if out.numel() == 0:
+        return out
+    compute = _compute_dtype(image)
+    coords_c = coords.to(compute).contiguous()
+    step_c = step.to(compute).contiguous()
+    chunk = _channel_chunk(channels)
+    image_cl, chunks = _channels_last_chunks(image, chunk)
+    total = batch * queries * p * p
+    block, warps = _forward_launch_config()
+    _forward_kernel[(triton.cdiv(total, block),)](
+        image_cl, coords_c, step_c, out, total, queries, channels, height, width, chunks,
+        P=p, CB=chunk, PADDING=padding, BLOCK=block, num_warps=warps,
+    )
+    return out
+
+
+class _Scratch:
+    """Per-call buffers of the backward kernels: the image-gradient accumulator, or, in
+    deterministic mode, the (value, index) contribution buffers of one chunk of queries."""
+
+    def __init__(self, image: torch.Tensor, compute: torch.dtype, need_image: bool, taps: int):
+        self.deterministic = need_image and torch.are_deterministic_algorithms_enabled()
+        self.need_image = need_image
+        self.taps_per_query = taps
+        self.grad_image = (
+            torch.zeros(image.shape, dtype=compute, device=image.device) if need_image else None
+        )
+        self.dummy = torch.zeros(1, dtype=compute, device=image.device)
+
+    def chunk_size(self, total_queries: int) -> int:
+        if not self.deterministic:
+            return max(1, total_queries)
+        return max(1, _CONTRIBUTIONS_PER_CHUNK // self.taps_per_query)
+
+    def buffers(self, queries: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.deterministic:
+            return self.dummy, self.dummy
+        count = queries * self.taps_per_query
+        device = self.dummy.device
+        values = torch.zeros(count, dtype=self.dummy.dtype, device=device)
+        return values, torch.zeros(count, dtype=torch.int64, device=device)
+
+    def accumulate(self, values: torch.Tensor, indices: torch.Tensor) -> None:
+        if self.deterministic:
+            self.grad_image.view(-1).index_put_((indices,), values, accumulate=True)
+
+    def image_gradient(self) -> torch.Tensor | None:
+        return self.grad_image if self.need_image else None
+
+
+def _query_chunks(total: int, chunk: int, per_program: int):
+    """(first query, end query, index of the first program) of every launch."""
+    offset = 0
+    for begin in range(0, total, chunk):
+        end = min(total, begin + chunk)
+        yield begin, end, offset
+        offset += triton.cdiv(end - begin, per_program)
+
+
+def _backward(
+    grad_output: torch.Tensor,
+    image: torch.Tensor,
+    coords: torch.Tensor,
+    step: torch.Tensor,
+    patch_size: int,
+    padding: int,
+    output_mask: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_inputs(image, coords, step, patch_size, padding)
+    batch, channels, height, width = image.shape
+    queries = coords.shape[1]
+    p = patch_size
+    if grad_output.shape != (batch, queries, channels, p, p):
+        expected = (batch, queries, channels, p, p)
+        raise ValueError(
+            f"triton_patch_sample_backward: grad_output must be {expected}, "
+            f"got {tuple(grad_output.shape)}"
+        )
+    need_image, need_coords, need_step = (bool(m) for m in output_mask)
+    need_pos = need_coords or need_step
+    compute = _compute_dtype(image)
+    padded, per_program = _tile_config(p, 256)
+    scratch = _Scratch(image, compute, need_image, channels * padded * 16)
+    grad_coords = torch.zeros(coords.shape, dtype=compute, device=image.device)
+    total = batch * queries
+    chunk = scratch.chunk_size(total)
+    programs = sum(triton.cdiv(e - b, per_program) for b, e, _ in _query_chunks(total, chunk, 1))
+    partials = torch.zeros((max(programs, 1), 2), dtype=compute, device=image.device)
+    if grad_output.numel() > 0 and (need_image or need_pos):
+        go = grad_output.contiguous()
+        image_c = image.contiguous()
+        coords_c = coords.to(compute).contiguous()
+        step_c = step.to(compute).contiguous()
+        grad_image = scratch.grad_image if need_image else scratch.dummy
+        for begin, end, offset in _query_chunks(total, chunk, per_program):
+            values, indices = scratch.buffers(end - begin)
+            _backward_kernel[(triton.cdiv(end - begin, per_program),)](
+                go, image_c, coords_c, step_c, grad_image, grad_coords, partials, values, indices,
+                begin, end, offset, queries, channels, height, width,
+                P=p, PPAD=padded, PADDING=padding, BLOCK_Q=per_program,
+                NEED_IMAGE=need_image, NEED_POS=need_pos, DETERMINISTIC=scratch.deterministic,
+                num_warps=4,
+            )
+            scratch.accumulate(values, indices)
+    grad_image = scratch.image_gradient()
+    return (
+        torch.zeros_like(image) if grad_image is None else grad_image.to(image.dtype),
+        grad_coords.to(coords.dtype) if need_coords else torch.zeros_like(coords),
+        partials.sum(0).to(step.dtype) if need_step else torch.zeros_like(step),
+    )
+
+
+def _double_backward(
+    grad_output: torch.Tensor,
+    image: torch.Tensor,
+    coords: torch.Tensor,
+    step: torch.Tensor,
+    grad_grad_image: torch.Tensor | None,
+    grad_grad_coords: torch.Tensor | None,
+    grad_grad_step: torch.Tensor | None,
+    patch_size: int,
+    padding: int,
+    output_mask: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_inputs(image, coords, step, patch_size, padding)
+    batch, channels, height, width = image.shape
+    queries = coords.shape[1]
+    p = patch_size
+    for name, tensor, like in (
+        ("grad_grad_image", grad_grad_image, image),
+        ("grad_grad_coords", grad_grad_coords, coords),
+        ("grad_grad_step", grad_grad_step, step),
+    ):
+        if tensor is not None and tensor.shape != like.shape:
+            raise ValueError(
+                f"triton_patch_sample_double_backward: {name} must have shape "
+                f"{tuple(like.shape)}, got {tuple(tensor.shape)}"
+            )
+    need_go, need_image, need_coords, need_step = (bool(m) for m in output_mask)
+    has_vimage = grad_grad_image is not None
+    has_direction = grad_grad_coords is not None or grad_grad_step is not None
+    need_pos = need_coords or need_step
+    image_terms = need_image and has_direction
+    compute = _compute_dtype(image)
+    padded, per_program = _tile_config(p, 128)
+    scratch = _Scratch(image, compute, image_terms, channels * padded * 16)
+    grad_grad_output = torch.zeros(grad_output.shape, dtype=image.dtype, device=image.device)
+    grad_coords = torch.zeros(coords.shape, dtype=compute, device=image.device)
+    total = batch * queries
+    chunk = scratch.chunk_size(total)
+    programs = sum(triton.cdiv(e - b, per_program) for b, e, _ in _query_chunks(total, chunk, 1))
+    partials = torch.zeros((max(programs, 1), 2), dtype=compute, device=image.device)
+    work = need_go or need_pos or image_terms
+    if grad_output.numel() > 0 and (has_vimage or has_direction) and work:
+        go = grad_output.contiguous()
+        image_c = image.contiguous()
+        coords_c = coords.to(compute).contiguous()
+        step_c = step.to(compute).contiguous()
+        v_image = grad_grad_image.contiguous() if has_vimage else scratch.dummy
+        v_coords = scratch.dummy
+        v_step = scratch.dummy
+        if has_direction:
+            v_coords = (
+                grad_grad_coords.to(compute).contiguous()
+                if grad_grad_coords is not None
+                else torch.zeros(coords.shape, dtype=compute, device=image.device)
+            )
+            v_step = (
+                grad_grad_step.to(compute).contiguous()
+                if grad_grad_step is not None
+                else torch.zeros(2, dtype=compute, device=image.device)
+            )
+        grad_image = scratch.grad_image if image_terms else scratch.dummy
+        for begin, end, offset in _query_chunks(total, chunk, per_program):
+            values, indices = scratch.buffers(end - begin)
+            _double_backward_kernel[(triton.cdiv(end - begin, per_program),)](
+                go, image_c, coords_c, step_c, v_image, v_coords, v_step,
+                grad_grad_output, grad_image, grad_coords, partials, values, indices,
+                begin, end, offset, queries, channels, height, width,
+                P=p, PPAD=padded, PADDING=padding, BLOCK_Q=per_program,
+                HAS_VIMAGE=has_vimage, HAS_DIRECTION=has_direction, NEED_GO=need_go,
+                NEED_IMAGE=image_terms, NEED_POS=need_pos, DETERMINISTIC=scratch.deterministic,
+                num_warps=4,
+            )
+            scratch.accumulate(values, indices)
+    grad_image = scratch.image_gradient()
+    return (
+        grad_grad_output,
+        torch.zeros_like(image) if grad_image is None else grad_image.to(image.dtype),
+        grad_coords.to(coords.dtype) if need_coords else torch.zeros_like(coords),
+        partials.sum(0).to(step.dtype) if need_step else torch.zeros_like(step),
+    )
+
+
+# ------------------------------------------------------------------------------------ ops
+
+_FORWARD_SCHEMA = (
+    "(Tensor image, Tensor coords, Tensor step, int patch_size, int padding) -> Tensor"
+)
+_BACKWARD_SCHEMA = (
+    "(Tensor grad_output, Tensor image, Tensor coords, Tensor step, int patch_size, int padding, "
+    "bool[] output_mask) -> (Tensor, Tensor, Tensor)"
+)
+_DOUBLE_BACKWARD_SCHEMA = (
+    "(Tensor grad_output, Tensor image, Tensor coords, Tensor step, Tensor? grad_grad_image, "
+    "Tensor? grad_grad_coords, Tensor? grad_grad_step, int patch_size, int padding, "
+    "bool[] output_mask) -> (Tensor, Tensor, Tensor, Tensor)"
+)
+
+forward_op = torch.library.custom_op(
+    "funknn_fast::triton_patch_sample", _forward, mutates_args=(), schema=_FORWARD_SCHEMA
+)
+backward_op = torch.library.custom_op(
+    "funknn_fast::triton_patch_sample_backward", _backward, mutates_args=(),
+    schema=_BACKWARD_SCHEMA,
+)
+double_backward_op = torch.library.custom_op(
+    "funknn_fast::triton_patch_sample_double_backward", _double_backward, mutates_args=(),
+    schema=_DOUBLE_BACKWARD_SCHEMA,
+)
+
+
+@forward_op.register_fake
+def _fake_forward(image, coords, step, patch_size, padding):
+    batch, channels = image.shape[:2]
+    return image.new_empty((batch, coords.shape[1], channels, patch_size, patch_size))
+
+
+@backward_op.register_fake
+def _fake_backward(grad_output, image, coords, step, patch_size, padding, output_mask):
+    return torch.empty_like(image), torch.empty_like(coords), torch.empty_like(step)
+
+
+@double_backward_op.register_fake
+def _fake_double_backward(
+    grad_output, image, coords, step, gg_image, gg_coords, gg_step, patch_size, padding, mask
+):
+    return (
+        torch.empty(grad_output.shape, dtype=image.dtype, device=grad_output.device),
+        torch.empty_like(image),
+        torch.empty_like(coords),
+        torch.empty_like(step),
+    )
+
+
+def _setup_forward(ctx, inputs, output):
+    image, coords, step, patch_size, padding = inputs
+    ctx.save_for_backward(image, coords, step)
+    ctx.patch_size, ctx.padding = patch_size, padding
+
+
+def _forward_backward(ctx, grad_output):
+    image, coords, step = ctx.saved_tensors
+    mask = list(ctx.needs_input_grad[:3])
+    grads = backward_op(grad_output, image, coords, step, ctx.patch_size, ctx.padding, mask)
+    return tuple(g if m else None for g, m in zip(grads, mask, strict=True)) + (None, None)
+
+
+def _setup_backward(ctx, inputs, output):
+    grad_output, image, coords, step, patch_size, padding, _ = inputs
+    ctx.save_for_backward(grad_output, image, coords, step)
+    ctx.patch_size, ctx.padding = patch_size, padding
+    ctx.set_materialize_grads(False)
+
+
+def _backward_backward(ctx, gg_image, gg_coords, gg_step):
+    grad_output, image, coords, step = ctx.saved_tensors
+    mask = list(ctx.needs_input_grad[:4])
+    if not any(mask) or (gg_image is None and gg_coords is None and gg_step is None):
+        return (None,) * 7
+    grads = double_backward_op(
+        grad_output, image, coords, step, gg_image, gg_coords, gg_step,
+        ctx.patch_size, ctx.padding, mask,
+    )
+    return tuple(g if m else None for g, m in zip(grads, mask, strict=True)) + (None,) * 3
+
+
+def _third_order(ctx, *grads):
+    raise RuntimeError(
+        "patch_sample: the Triton backend provides exact first and second derivatives; "
+        "third-order derivatives need backend='torch'"
+    )
+
+
+forward_op.register_autograd(_forward_backward, setup_context=_setup_forward)
+backward_op.register_autograd(_backward_backward, setup_context=_setup_backward)
+double_backward_op.register_autograd(_third_order, setup_context=lambda ctx, inputs, output: None)
+
+
+def triton_patch_sample(
+    image: torch.Tensor, coords: torch.Tensor, step: torch.Tensor, patch_size: int, padding: str
+) -> torch.Tensor:
+    """Patch sampling by the Triton kernels (see the module docstring); padding by name."""
+    if padding not in PADDING_CODES:
+        raise ValueError(f"padding must be one of {sorted(PADDING_CODES)}, got {padding!r}")
+    return forward_op(image, coords, step, int(patch_size), PADDING_CODES[padding])
