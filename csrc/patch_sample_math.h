@@ -130,4 +130,59 @@ FUNKNN_HOST_DEVICE bool axis_taps(T u, int64_t n, int64_t padding, int64_t* inde
   return inside;
 }
 
+// GPU variant of axis_taps: the same taps, validity, fractional part and return value, with
+// 32-bit indices and at most one modulo per position (reflection wraps the 4 consecutive taps
+// incrementally; positions within +-2^30 use a 32-bit modulo). n must be below 2^30.
+template <typename T>
+FUNKNN_HOST_DEVICE bool axis_taps32(T u, int32_t n, int64_t padding, int32_t* index,
+                                    bool* valid, T* t) {
+  if (!(u == u) || u - u != T(0)) {  // NaN or +-inf
+    *t = u - u;                      // NaN
+    for (int k = 0; k < 4; ++k) {
+      index[k] = 0;
+      valid[k] = true;
+    }
+    return true;
+  }
+  bool inside = true;
+  if (u > T(kMaxPosition)) {
+    u = T(kMaxPosition);
+    inside = false;
+  } else if (u < T(-kMaxPosition)) {
+    u = T(-kMaxPosition);
+    inside = false;
+  }
+  const T base = floor(u);
+  *t = u - base;
+  const int64_t first = static_cast<int64_t>(base) - 1;
+  if (padding == kReflection) {
+    const int32_t period = 2 * n;
+    int32_t m;
+    if (first >= -(int64_t(1) << 30) && first <= (int64_t(1) << 30)) {
+      m = static_cast<int32_t>(first) % period;
+    } else {
+      m = static_cast<int32_t>(first % period);
+    }
+    if (m < 0) m += period;
+    for (int k = 0; k < 4; ++k) {
+      index[k] = m >= n ? period - 1 - m : m;
+      valid[k] = true;
+      m = m + 1 == period ? 0 : m + 1;
+    }
+    return inside;
+  }
+  const int32_t f = static_cast<int32_t>(first < -8 ? -8 : (first > n + 8 ? n + 8 : first));
+  for (int k = 0; k < 4; ++k) {
+    const int32_t i = f + k;
+    if (padding == kBorder) {
+      index[k] = i < 0 ? 0 : (i >= n ? n - 1 : i);
+      valid[k] = true;
+    } else {
+      valid[k] = i >= 0 && i < n;
+      index[k] = valid[k] ? i : 0;
+    }
+  }
+  return inside;
+}
+
 }  // namespace funknn
