@@ -46,7 +46,7 @@ def phantom_parameters(
 
     Phantom ``i`` of a split depends only on ``(seed, split, i)``: the splits never share a
     random stream. Each phantom has a body ellipse (intensity in [0.6, 1], semi-axes in
-    [0.55, 0.85]) and 2 .. ``max_ellipses - 1`` inner ellipses (intensity in [-0.4, 0.4],
+    [0.55, 0.85]) and 1 .. ``max_ellipses - 2`` inner ellipses (intensity in [-0.4, 0.4],
     semi-axes in [0.04, 0.3]) whose centres lie inside the body; all lie inside the unit disc.
     """
     if isinstance(indices, int):
@@ -141,12 +141,12 @@ def rasterize(
     """Phantoms ``(B, K, 6)`` on a ``size x size`` grid: ``(B, 1, size, size)``.
 
     Each pixel is the mean of ``supersample^2`` point samples spread evenly over the pixel
-    (``supersample = 1``: the value at the pixel centre).
+    (``supersample = 1``: the value at the pixel centre), computed in ``dtype``.
     """
     if supersample < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     batch = params.shape[0]
-    fine = pixel_centers(size * supersample, batch, torch.float64)
+    fine = pixel_centers(size * supersample, batch, dtype)
     values = ellipse_function(params, fine, edge_width).reshape(
         batch, 1, size, supersample, size, supersample
     )

@@ -157,6 +157,7 @@ def make_problem(
     noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype) * sigma
     problem.angles, problem.positions = angles.float(), positions.float()
     problem.sinogram = (clean + noise).float()
+    problem.extra["clean_sinogram"] = clean.float()
     return problem
 
 
@@ -273,7 +274,7 @@ def autoencoder_projection(
     problem: Problem, prior: ContinuousPrior, size: int, edge_width: float
 ) -> torch.Tensor:
     """FunkNN(decoder(encoder(phantom))): the best the prior does knowing the truth (diagnostic)."""
-    low = rasterize(problem.params, prior.autoencoder.size, edge_width, supersample=4)
+    low = rasterize(problem.params, prior.autoencoder.size, edge_width, supersample=2)
     return prior.render(prior.autoencoder(low), size)
 
 

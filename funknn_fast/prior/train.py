@@ -12,7 +12,7 @@ stage or a rerun of one stage loads the others from the same file):
 
 Learning rates: linear warm-up over 5% of the steps, cosine decay to 1% of the peak. Every stage
 also stops at ``--max-minutes`` (wall clock) if given. Data: train phantoms ``0 .. --train-count``
-of the "train" split (seed ``--seed``), rasterized once with 4 x 4 supersampling.
+of the "train" split (seed ``--seed``), rasterized once with 2 x 2 supersampling.
 """
 
 from __future__ import annotations
@@ -82,12 +82,12 @@ def schedule(step: int, steps: int, peak: float, time_fraction: float = 0.0) -> 
 
 
 def training_phantoms(
-    config: PriorTrainConfig, chunk: int = 512
+    config: PriorTrainConfig, chunk: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Parameters ``(N, K, 6)`` and images ``(N, 1, d, d)`` of the training phantoms."""
     params = phantom_parameters(range(config.train_count), "train", config.seed)
     images = torch.cat([
-        rasterize(params[s : s + chunk], config.size, config.edge_width, supersample=4)
+        rasterize(params[s : s + chunk], config.size, config.edge_width, supersample=2)
         for s in range(0, config.train_count, chunk)
     ])
     return params, images
@@ -103,7 +103,7 @@ def _loop(
     log: Callable[[dict], None],
 ) -> dict:
     generator = torch.Generator().manual_seed(config.seed)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     smoothed, step = None, 0
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
     for step in range(steps):
@@ -119,12 +119,13 @@ def _loop(
         elapsed = time.perf_counter() - start
         if step % config.log_every == 0 or step == steps - 1:
             log({"stage": name, "step": step, "loss": value, "smoothed": smoothed,
-                 "seconds": round(elapsed, 1)})
+                 "seconds": round(elapsed, 1),
+                 "cpu_seconds": round(time.process_time() - cpu_start, 1)})
         if budget is not None and elapsed > budget:
             log({"stage": name, "stopped_at": step, "reason": "max_minutes"})
             break
     return {"steps_done": step + 1, "seconds": round(time.perf_counter() - start, 1),
-            "final_loss": smoothed}
+            "cpu_seconds": round(time.process_time() - cpu_start, 1), "final_loss": smoothed}
 
 
 def train_autoencoder(
