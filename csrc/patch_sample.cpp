@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -68,11 +69,6 @@ struct AxisTable {
   }
 };
 
-template <typename T>
-inline T dot4(const T* a, const T* row, const int64_t* col) {
-  return a[0] * row[col[0]] + a[1] * row[col[1]] + a[2] * row[col[2]] + a[3] * row[col[3]];
-}
-
 struct Geometry {
   int64_t batch, channels, height, width, queries, p;
 };
@@ -112,31 +108,83 @@ int64_t for_each_worker(int64_t total, int64_t grain, const Fn& fn) {
   return workers;
 }
 
+// ---------------------------------------------------------------- channel vectors
+//
+// The forward and backward kernels work on a channels-last copy of the image whose channels are
+// padded to a multiple of 4: one tap then feeds four channels with one vector load, and the tap
+// indices and weights, shared by all channels, are used once per block of four channels.
+
+template <typename T>
+struct Lanes {
+  typedef T vec __attribute__((vector_size(4 * sizeof(T))));
+};
+template <typename T>
+using Vec4 = typename Lanes<T>::vec;
+
+template <typename T>
+inline Vec4<T> load4(const T* p) {
+  Vec4<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store4(T* p, Vec4<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+template <typename T>
+inline T lane_sum(Vec4<T> v) {
+  return v[0] + v[1] + v[2] + v[3];
+}
+
+inline int64_t padded_channels(int64_t channels) { return (channels + 3) / 4 * 4; }
+
+// (B, C, H, W) -> (B, H, W, round_up(C, 4)), zero padded.
+at::Tensor channels_last_padded(const at::Tensor& image) {
+  const int64_t channels = image.size(1);
+  auto out = at::zeros({image.size(0), image.size(2), image.size(3), padded_channels(channels)},
+                       image.options());
+  out.narrow(3, 0, channels).copy_(image.permute({0, 2, 3, 1}));
+  return out;
+}
+
+// (B, H, W, round_up(C, 4)) -> (B, C, H, W).
+at::Tensor channels_first(const at::Tensor& padded, int64_t channels) {
+  return padded.narrow(3, 0, channels).permute({0, 3, 1, 2}).contiguous();
+}
+
 // ---------------------------------------------------------------- forward
 
 template <typename T>
 void forward_kernel(const Geometry& g, const T* image, const T* coords, const T* step, T* out,
                     int64_t padding) {
-  const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
+  using V = Vec4<T>;
+  const int64_t p = g.p, pp = p * p, cp = padded_channels(g.channels);
+  const int64_t row_stride = g.width * cp, batch_stride = g.height * row_stride;
   const T sx = step[0], sy = step[1];
   at::parallel_for(0, g.batch * g.queries, 16, [&](int64_t begin, int64_t end) {
     AxisTable<T> cols(p), rows(p);
     for (int64_t bq = begin; bq < end; ++bq) {
-      const int64_t b = bq / g.queries;
-      cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding, 0);
-      rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
+      cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, cp, padding, 0);
+      rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, row_stride,
                 padding, 0);
-      for (int64_t c = 0; c < g.channels; ++c) {
-        const T* src = image + (b * g.channels + c) * plane;
-        T* dst = out + (bq * g.channels + c) * pp;
+      const T* src = image + (bq / g.queries) * batch_stride;
+      T* dst = out + bq * g.channels * pp;
+      for (int64_t c0 = 0; c0 < g.channels; c0 += 4) {
+        const int64_t lanes = std::min<int64_t>(4, g.channels - c0);
         for (int64_t i = 0; i < p; ++i) {
-          T* dst_row = dst + i * p;
-          for (int64_t j = 0; j < p; ++j) dst_row[j] = T(0);
-          for (int l = 0; l < 4; ++l) {
-            const T wy = rows.w[i * 4 + l];
-            const T* src_row = src + rows.offset[i * 4 + l];
-            for (int64_t j = 0; j < p; ++j)
-              dst_row[j] += wy * dot4(&cols.w[j * 4], src_row, &cols.offset[j * 4]);
+          for (int64_t j = 0; j < p; ++j) {
+            const int64_t* col = &cols.offset[j * 4];
+            const T* wx = &cols.w[j * 4];
+            V acc = {};
+            for (int l = 0; l < 4; ++l) {
+              const T* row = src + c0 + rows.offset[i * 4 + l];
+              const V h = wx[0] * load4(row + col[0]) + wx[1] * load4(row + col[1]) +
+                          wx[2] * load4(row + col[2]) + wx[3] * load4(row + col[3]);
+              acc += rows.w[i * 4 + l] * h;
+            }
+            for (int64_t lane = 0; lane < lanes; ++lane) dst[(c0 + lane) * pp + i * p + j] = acc[lane];
           }
         }
       }
@@ -147,14 +195,14 @@ void forward_kernel(const Geometry& g, const T* image, const T* coords, const T*
 at::Tensor patch_sample_cpu(const at::Tensor& image, const at::Tensor& coords,
                             const at::Tensor& step, int64_t patch_size, int64_t padding) {
   check_inputs(image, coords, step, patch_size, padding);
-  const auto image_c = image.contiguous();
-  const auto coords_c = coords.contiguous();
-  const auto step_c = step.contiguous();
   const Geometry g = geometry_of(image, coords, patch_size);
   auto out = at::empty({g.batch, g.queries, g.channels, patch_size, patch_size}, image.options());
   if (out.numel() == 0) return out;
+  const auto image_cl = channels_last_padded(image);
+  const auto coords_c = coords.contiguous();
+  const auto step_c = step.contiguous();
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "patch_sample_cpu", [&] {
-    forward_kernel<scalar_t>(g, image_c.const_data_ptr<scalar_t>(),
+    forward_kernel<scalar_t>(g, image_cl.const_data_ptr<scalar_t>(),
                              coords_c.const_data_ptr<scalar_t>(),
                              step_c.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
                              padding);
@@ -168,8 +216,10 @@ template <typename T>
 void backward_kernel(const Geometry& g, const T* grad_out, const T* image, const T* coords,
                      const T* step, int64_t padding, bool need_image, bool need_coords,
                      bool need_step, T* grad_image, T* grad_coords, T* grad_step) {
-  const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
-  const int64_t image_numel = g.batch * g.channels * plane;
+  using V = Vec4<T>;
+  const int64_t p = g.p, pp = p * p, cp = padded_channels(g.channels);
+  const int64_t row_stride = g.width * cp, batch_stride = g.height * row_stride;
+  const int64_t image_numel = g.batch * batch_stride;
   const T sx = step[0], sy = step[1];
   const bool need_position = need_coords || need_step;
   const int order = need_position ? 1 : 0;
@@ -184,57 +234,57 @@ void backward_kernel(const Geometry& g, const T* grad_out, const T* image, const
         T* gimg = need_image ? image_buffers.data() + worker * image_numel : nullptr;
         T step_x_acc = T(0), step_y_acc = T(0);
         for (int64_t bq = begin; bq < end; ++bq) {
-          const int64_t b = bq / g.queries;
-          cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding,
+          const int64_t image_start = (bq / g.queries) * batch_stride;
+          cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, cp, padding,
                     order);
-          rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
-                    padding, order);
-          T gpx = T(0), gpy = T(0), gsx = T(0), gsy = T(0);
-          for (int64_t c = 0; c < g.channels; ++c) {
-            const int64_t plane_start = (b * g.channels + c) * plane;
-            const T* src = image + plane_start;
-            const T* go = grad_out + (bq * g.channels + c) * pp;
+          rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height,
+                    row_stride, padding, order);
+          V gpx = {}, gpy = {}, gsx = {}, gsy = {};
+          for (int64_t c0 = 0; c0 < g.channels; c0 += 4) {
+            const int64_t lanes = std::min<int64_t>(4, g.channels - c0);
+            const T* src = image + image_start + c0;
+            const T* go = grad_out + (bq * g.channels + c0) * pp;
             for (int64_t i = 0; i < p; ++i) {
-              for (int l = 0; l < 4; ++l) {
-                const T wy = rows.w[i * 4 + l];
-                const int64_t row_offset = rows.offset[i * 4 + l];
+              for (int64_t j = 0; j < p; ++j) {
+                V gov = {};
+                for (int64_t lane = 0; lane < lanes; ++lane) gov[lane] = go[lane * pp + i * p + j];
+                const int64_t* col = &cols.offset[j * 4];
+                const T* wx = &cols.w[j * 4];
                 if (need_position) {
-                  const T dwy = rows.d1[i * 4 + l];
-                  const T* src_row = src + row_offset;
-                  T row_py = T(0);
-                  for (int64_t j = 0; j < p; ++j) {
-                    const T go_ij = go[i * p + j];
-                    const int64_t* col = &cols.offset[j * 4];
-                    const T dx = wy * dot4(&cols.d1[j * 4], src_row, col);
-                    const T dy = dwy * dot4(&cols.w[j * 4], src_row, col);
-                    gpx += go_ij * dx;
-                    gsx += go_ij * dx * cols.shift[j];
-                    row_py += go_ij * dy;
+                  const T* dwx = &cols.d1[j * 4];
+                  V fx = {}, fy = {};
+                  for (int l = 0; l < 4; ++l) {
+                    const T* row = src + rows.offset[i * 4 + l];
+                    const V v0 = load4(row + col[0]), v1 = load4(row + col[1]),
+                            v2 = load4(row + col[2]), v3 = load4(row + col[3]);
+                    const V a = wx[0] * v0 + wx[1] * v1 + wx[2] * v2 + wx[3] * v3;
+                    const V ax = dwx[0] * v0 + dwx[1] * v1 + dwx[2] * v2 + dwx[3] * v3;
+                    fx += rows.w[i * 4 + l] * ax;
+                    fy += rows.d1[i * 4 + l] * a;
                   }
-                  gpy += row_py;
-                  gsy += row_py * rows.shift[i];
+                  fx *= gov;
+                  fy *= gov;
+                  gpx += fx;
+                  gpy += fy;
+                  gsx += cols.shift[j] * fx;
+                  gsy += rows.shift[i] * fy;
                 }
                 if (need_image) {
-                  T* dst_row = gimg + plane_start + row_offset;
-                  for (int64_t j = 0; j < p; ++j) {
-                    const T gw = go[i * p + j] * wy;
-                    const int64_t* col = &cols.offset[j * 4];
-                    const T* wx = &cols.w[j * 4];
-                    dst_row[col[0]] += gw * wx[0];
-                    dst_row[col[1]] += gw * wx[1];
-                    dst_row[col[2]] += gw * wx[2];
-                    dst_row[col[3]] += gw * wx[3];
+                  for (int l = 0; l < 4; ++l) {
+                    T* dst = gimg + image_start + c0 + rows.offset[i * 4 + l];
+                    const V gw = rows.w[i * 4 + l] * gov;
+                    for (int k = 0; k < 4; ++k) store4(dst + col[k], load4(dst + col[k]) + wx[k] * gw);
                   }
                 }
               }
             }
           }
           if (need_coords) {
-            grad_coords[bq * 2] = gpx * scale_x;
-            grad_coords[bq * 2 + 1] = gpy * scale_y;
+            grad_coords[bq * 2] = lane_sum<T>(gpx) * scale_x;
+            grad_coords[bq * 2 + 1] = lane_sum<T>(gpy) * scale_y;
           }
-          step_x_acc += gsx;
-          step_y_acc += gsy;
+          step_x_acc += lane_sum<T>(gsx);
+          step_y_acc += lane_sum<T>(gsy);
         }
         step_partials[worker * 2] = step_x_acc;
         step_partials[worker * 2 + 1] = step_y_acc;
@@ -268,21 +318,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_sample_backward_cpu(
                   at::IntArrayRef({g.batch, g.queries, g.channels, patch_size, patch_size}),
               "patch_sample_backward: grad_output must be (B, Q, C, p, p), got ",
               grad_output.sizes());
-  auto grad_image = at::zeros_like(image, at::MemoryFormat::Contiguous);
   auto grad_coords = at::zeros_like(coords, at::MemoryFormat::Contiguous);
   auto grad_step = at::zeros_like(step, at::MemoryFormat::Contiguous);
-  if (grad_output.numel() == 0) return {grad_image, grad_coords, grad_step};
+  if (grad_output.numel() == 0 || !(output_mask[0] || output_mask[1] || output_mask[2]))
+    return {at::zeros_like(image, at::MemoryFormat::Contiguous), grad_coords, grad_step};
   const auto grad_c = grad_output.contiguous().to(image.scalar_type());
-  const auto image_c = image.contiguous();
+  const auto image_cl = channels_last_padded(image);
+  auto grad_image_cl = at::empty_like(image_cl);
   const auto coords_c = coords.contiguous();
   const auto step_c = step.contiguous();
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "patch_sample_backward_cpu", [&] {
     backward_kernel<scalar_t>(
-        g, grad_c.const_data_ptr<scalar_t>(), image_c.const_data_ptr<scalar_t>(),
+        g, grad_c.const_data_ptr<scalar_t>(), image_cl.const_data_ptr<scalar_t>(),
         coords_c.const_data_ptr<scalar_t>(), step_c.const_data_ptr<scalar_t>(), padding,
-        output_mask[0], output_mask[1], output_mask[2], grad_image.mutable_data_ptr<scalar_t>(),
-        grad_coords.mutable_data_ptr<scalar_t>(), grad_step.mutable_data_ptr<scalar_t>());
+        output_mask[0], output_mask[1], output_mask[2],
+        grad_image_cl.mutable_data_ptr<scalar_t>(), grad_coords.mutable_data_ptr<scalar_t>(),
+        grad_step.mutable_data_ptr<scalar_t>());
   });
+  auto grad_image = output_mask[0] ? channels_first(grad_image_cl, g.channels)
+                                   : at::zeros_like(image, at::MemoryFormat::Contiguous);
   return {grad_image, grad_coords, grad_step};
 }
 
@@ -301,8 +355,10 @@ void double_backward_kernel(const Geometry& g, const T* grad_out, const T* image
                             const T* v_step, int64_t padding, bool need_grad_out, bool need_image,
                             bool need_coords, bool need_step, T* out_grad_out, T* out_image,
                             T* out_coords, T* out_step) {
-  const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
-  const int64_t image_numel = g.batch * g.channels * plane;
+  using V = Vec4<T>;
+  const int64_t p = g.p, pp = p * p, cp = padded_channels(g.channels);
+  const int64_t row_stride = g.width * cp, batch_stride = g.height * row_stride;
+  const int64_t image_numel = g.batch * batch_stride;
   const T sx = step[0], sy = step[1];
   const T scale_x = pixel_per_unit<T>(g.width), scale_y = pixel_per_unit<T>(g.height);
   const bool has_direction = v_coords != nullptr || v_step != nullptr;
@@ -320,38 +376,41 @@ void double_backward_kernel(const Geometry& g, const T* grad_out, const T* image
         T* gimg = image_terms ? image_buffers.data() + worker * image_numel : nullptr;
         T step_x_acc = T(0), step_y_acc = T(0);
         for (int64_t bq = begin; bq < end; ++bq) {
-          const int64_t b = bq / g.queries;
-          cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding, 2);
-          rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
-                    padding, 2);
+          const int64_t image_start = (bq / g.queries) * batch_stride;
+          cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, cp, padding, 2);
+          rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height,
+                    row_stride, padding, 2);
           const T dq_x = v_coords ? v_coords[bq * 2] * scale_x : T(0);
           const T dq_y = v_coords ? v_coords[bq * 2 + 1] * scale_y : T(0);
           for (int64_t s = 0; s < p; ++s) {
             du_x[s] = dq_x + cols.shift[s] * v_sx;
             du_y[s] = dq_y + rows.shift[s] * v_sy;
           }
-          T gpx = T(0), gpy = T(0), gsx = T(0), gsy = T(0);
-          for (int64_t c = 0; c < g.channels; ++c) {
-            const int64_t plane_start = (b * g.channels + c) * plane;
-            const T* src = image + plane_start;
-            const T* vsrc = v_image ? v_image + plane_start : nullptr;
-            const T* go = grad_out + (bq * g.channels + c) * pp;
-            T* ggo = need_grad_out ? out_grad_out + (bq * g.channels + c) * pp : nullptr;
+          V gpx = {}, gpy = {}, gsx = {}, gsy = {};
+          for (int64_t c0 = 0; c0 < g.channels; c0 += 4) {
+            const int64_t lanes = std::min<int64_t>(4, g.channels - c0);
+            const T* src = image + image_start + c0;
+            const T* vsrc = v_image ? v_image + image_start + c0 : nullptr;
+            const T* go = grad_out + (bq * g.channels + c0) * pp;
+            T* ggo = need_grad_out ? out_grad_out + (bq * g.channels + c0) * pp : nullptr;
             for (int64_t i = 0; i < p; ++i) {
               for (int64_t j = 0; j < p; ++j) {
                 const int64_t* col = &cols.offset[j * 4];
                 const T* wx = &cols.w[j * 4];
                 const T* dwx = &cols.d1[j * 4];
                 const T* d2wx = &cols.d2[j * 4];
-                T fx = 0, fy = 0, fxx = 0, fxy = 0, fyy = 0, gv = 0, gvx = 0, gvy = 0;
+                V fx = {}, fy = {}, fxx = {}, fxy = {}, fyy = {}, gv = {}, gvx = {}, gvy = {};
                 for (int l = 0; l < 4; ++l) {
                   const int64_t row_offset = rows.offset[i * 4 + l];
                   const T wy = rows.w[i * 4 + l], dwy = rows.d1[i * 4 + l],
                           d2wy = rows.d2[i * 4 + l];
                   if (has_direction) {
-                    const T* src_row = src + row_offset;
-                    const T a = dot4(wx, src_row, col), ax = dot4(dwx, src_row, col),
-                            axx = dot4(d2wx, src_row, col);
+                    const T* row = src + row_offset;
+                    const V v0 = load4(row + col[0]), v1 = load4(row + col[1]),
+                            v2 = load4(row + col[2]), v3 = load4(row + col[3]);
+                    const V a = wx[0] * v0 + wx[1] * v1 + wx[2] * v2 + wx[3] * v3;
+                    const V ax = dwx[0] * v0 + dwx[1] * v1 + dwx[2] * v2 + dwx[3] * v3;
+                    const V axx = d2wx[0] * v0 + d2wx[1] * v1 + d2wx[2] * v2 + d2wx[3] * v3;
                     fx += wy * ax;
                     fy += dwy * a;
                     fxx += wy * axx;
@@ -359,41 +418,50 @@ void double_backward_kernel(const Geometry& g, const T* grad_out, const T* image
                     fyy += d2wy * a;
                   }
                   if (vsrc) {
-                    const T* vrow = vsrc + row_offset;
-                    const T a = dot4(wx, vrow, col), ax = dot4(dwx, vrow, col);
+                    const T* row = vsrc + row_offset;
+                    const V v0 = load4(row + col[0]), v1 = load4(row + col[1]),
+                            v2 = load4(row + col[2]), v3 = load4(row + col[3]);
+                    const V a = wx[0] * v0 + wx[1] * v1 + wx[2] * v2 + wx[3] * v3;
+                    const V ax = dwx[0] * v0 + dwx[1] * v1 + dwx[2] * v2 + dwx[3] * v3;
                     gv += wy * a;
                     gvx += wy * ax;
                     gvy += dwy * a;
                   }
                 }
-                const T go_ij = go[i * p + j];
                 const T dx = du_x[j], dy = du_y[i];
-                if (ggo) ggo[i * p + j] = gv + fx * dx + fy * dy;
+                if (ggo) {
+                  const V value = gv + dx * fx + dy * fy;
+                  for (int64_t lane = 0; lane < lanes; ++lane) ggo[lane * pp + i * p + j] = value[lane];
+                }
+                if (!need_position && !gimg) continue;
+                V gov = {};
+                for (int64_t lane = 0; lane < lanes; ++lane) gov[lane] = go[lane * pp + i * p + j];
                 if (need_position) {
-                  const T hx = go_ij * (gvx + fxx * dx + fxy * dy);
-                  const T hy = go_ij * (gvy + fxy * dx + fyy * dy);
+                  const V hx = gov * (gvx + dx * fxx + dy * fxy);
+                  const V hy = gov * (gvy + dx * fxy + dy * fyy);
                   gpx += hx;
                   gpy += hy;
-                  gsx += hx * cols.shift[j];
-                  gsy += hy * rows.shift[i];
+                  gsx += cols.shift[j] * hx;
+                  gsy += rows.shift[i] * hy;
                 }
                 if (gimg) {
                   for (int l = 0; l < 4; ++l) {
-                    const T ry = go_ij * rows.w[i * 4 + l] * dx;
-                    const T rdy = go_ij * rows.d1[i * 4 + l] * dy;
-                    T* dst_row = gimg + plane_start + rows.offset[i * 4 + l];
-                    for (int k = 0; k < 4; ++k) dst_row[col[k]] += ry * dwx[k] + rdy * wx[k];
+                    const V ry = (rows.w[i * 4 + l] * dx) * gov;
+                    const V rdy = (rows.d1[i * 4 + l] * dy) * gov;
+                    T* dst = gimg + image_start + c0 + rows.offset[i * 4 + l];
+                    for (int k = 0; k < 4; ++k)
+                      store4(dst + col[k], load4(dst + col[k]) + dwx[k] * ry + wx[k] * rdy);
                   }
                 }
               }
             }
           }
           if (need_coords) {
-            out_coords[bq * 2] = gpx * scale_x;
-            out_coords[bq * 2 + 1] = gpy * scale_y;
+            out_coords[bq * 2] = lane_sum<T>(gpx) * scale_x;
+            out_coords[bq * 2 + 1] = lane_sum<T>(gpy) * scale_y;
           }
-          step_x_acc += gsx;
-          step_y_acc += gsy;
+          step_x_acc += lane_sum<T>(gsx);
+          step_y_acc += lane_sum<T>(gsy);
         }
         step_partials[worker * 2] = step_x_acc;
         step_partials[worker * 2 + 1] = step_y_acc;
@@ -421,10 +489,8 @@ const T* optional_data(const at::Tensor& tensor) {
   return tensor.defined() ? tensor.const_data_ptr<T>() : nullptr;
 }
 
-at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& tensor,
-                                   at::ScalarType dtype) {
-  if (!tensor.has_value() || !tensor->defined()) return at::Tensor();
-  return tensor->contiguous().to(dtype);
+at::Tensor present(const std::optional<at::Tensor>& tensor) {
+  return tensor.has_value() ? *tensor : at::Tensor();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_sample_double_backward_cpu(
@@ -436,36 +502,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_sample_double_b
   check_inputs(image, coords, step, patch_size, padding);
   const Geometry g = geometry_of(image, coords, patch_size);
   const auto dtype = image.scalar_type();
-  auto out_grad_out = at::zeros_like(grad_output, at::MemoryFormat::Contiguous);
-  auto out_image = at::zeros_like(image, at::MemoryFormat::Contiguous);
+  TORCH_CHECK(grad_output.sizes() ==
+                  at::IntArrayRef({g.batch, g.queries, g.channels, patch_size, patch_size}),
+              "patch_sample_double_backward: grad_output must be (B, Q, C, p, p), got ",
+              grad_output.sizes());
+  auto out_grad_out = at::zeros({g.batch, g.queries, g.channels, patch_size, patch_size},
+                                image.options());
   auto out_coords = at::zeros_like(coords, at::MemoryFormat::Contiguous);
   auto out_step = at::zeros_like(step, at::MemoryFormat::Contiguous);
-  const auto v_image = contiguous_or_undefined(grad_grad_image, dtype);
-  const auto v_coords = contiguous_or_undefined(grad_grad_coords, dtype);
-  const auto v_step = contiguous_or_undefined(grad_grad_step, dtype);
+  const auto v_image = present(grad_grad_image);
+  const auto v_coords = present(grad_grad_coords);
+  const auto v_step = present(grad_grad_step);
   if (v_image.defined())
     TORCH_CHECK(v_image.sizes() == image.sizes(), "grad_grad_image must have image's shape");
   if (v_coords.defined())
     TORCH_CHECK(v_coords.sizes() == coords.sizes(), "grad_grad_coords must have coords' shape");
   if (v_step.defined())
     TORCH_CHECK(v_step.sizes() == step.sizes(), "grad_grad_step must have step's shape");
-  if (grad_output.numel() == 0 ||
-      (!v_image.defined() && !v_coords.defined() && !v_step.defined()))
-    return {out_grad_out, out_image, out_coords, out_step};
+  const bool has_direction = v_coords.defined() || v_step.defined();
+  if (grad_output.numel() == 0 || !(v_image.defined() || has_direction))
+    return {out_grad_out, at::zeros_like(image, at::MemoryFormat::Contiguous), out_coords,
+            out_step};
   const auto grad_c = grad_output.contiguous().to(dtype);
-  const auto image_c = image.contiguous();
+  const auto image_cl = channels_last_padded(image);
+  const auto v_image_cl = v_image.defined() ? channels_last_padded(v_image.to(dtype)) : at::Tensor();
+  const auto v_coords_c = v_coords.defined() ? v_coords.contiguous().to(dtype) : at::Tensor();
+  const auto v_step_c = v_step.defined() ? v_step.contiguous().to(dtype) : at::Tensor();
+  auto out_image_cl = at::empty_like(image_cl);
   const auto coords_c = coords.contiguous();
   const auto step_c = step.contiguous();
   AT_DISPATCH_FLOATING_TYPES(dtype, "patch_sample_double_backward_cpu", [&] {
     double_backward_kernel<scalar_t>(
-        g, grad_c.const_data_ptr<scalar_t>(), image_c.const_data_ptr<scalar_t>(),
+        g, grad_c.const_data_ptr<scalar_t>(), image_cl.const_data_ptr<scalar_t>(),
         coords_c.const_data_ptr<scalar_t>(), step_c.const_data_ptr<scalar_t>(),
-        optional_data<scalar_t>(v_image), optional_data<scalar_t>(v_coords),
-        optional_data<scalar_t>(v_step), padding, output_mask[0], output_mask[1], output_mask[2],
-        output_mask[3], out_grad_out.mutable_data_ptr<scalar_t>(),
-        out_image.mutable_data_ptr<scalar_t>(), out_coords.mutable_data_ptr<scalar_t>(),
+        optional_data<scalar_t>(v_image_cl), optional_data<scalar_t>(v_coords_c),
+        optional_data<scalar_t>(v_step_c), padding, output_mask[0], output_mask[1],
+        output_mask[2], output_mask[3], out_grad_out.mutable_data_ptr<scalar_t>(),
+        out_image_cl.mutable_data_ptr<scalar_t>(), out_coords.mutable_data_ptr<scalar_t>(),
         out_step.mutable_data_ptr<scalar_t>());
   });
+  auto out_image = output_mask[1] && has_direction
+                       ? channels_first(out_image_cl, g.channels)
+                       : at::zeros_like(image, at::MemoryFormat::Contiguous);
   return {out_grad_out, out_image, out_coords, out_step};
 }
 
