@@ -107,10 +107,19 @@ def load_models(args: argparse.Namespace, names=MODEL_NAMES) -> dict[str, Loaded
 
 
 def _rel(path: pathlib.Path) -> str:
+    """The weights path (relative to the repository) and its training record, if any."""
     try:
-        return str(path.resolve().relative_to(ROOT))
+        text = str(path.resolve().relative_to(ROOT))
     except ValueError:
-        return str(path)
+        text = str(path)
+    record = path.with_suffix(".json")
+    if record.is_file():
+        info = json.loads(record.read_text())
+        steps = info.get("steps_done", info.get("step"))
+        seconds = info.get("train_seconds")
+        if steps is not None and seconds is not None:
+            text += f" ({steps} steps, {float(seconds) / 60:.0f} min)"
+    return text
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Trains the two LIIF baselines (LIIF-EDSR, LIIF-140K) exactly like the shipped FunkNN and
+# installs their weights where benchmarks/bench_superres.py looks for them.
+#
+# "Like FunkNN": `funknn train-liif --match-funknn` reads the JSON written with the FunkNN
+# weights and copies its data protocol (mode, data, crop size, batch size, queries per crop,
+# scale range, seed) and its wall-clock budget (train_seconds). The loss is FunkNN's (L1 on the
+# queried pixels); the learning rate is LIIF's own (Adam 1e-4, cosine to 1e-6 over the budget).
+# Run it on the same machine as the FunkNN training, with nothing else running, for the budget
+# to mean the same thing.
+#
+# Usage: benchmarks/train_liif.sh [edsr] [140k]        (both when no argument)
+# Environment: PYTHON (default .venv/bin/python), FUNKNN_WEIGHTS (default
+#   funknn_fast/weights/funknn_cnn_continuous), OUT (default runs/liif), THREADS (default 2),
+#   EXTRA (more train-liif options, e.g. "--max-seconds 600" to override the budget),
+#   INSTALL (default funknn_fast/weights).
+# Result: $INSTALL/liif_<size>.safetensors (+ .json: protocol, steps, seconds);
+#   logs in $OUT/<size>/log.jsonl. Then: python benchmarks/run_all.py --only superres
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+FUNKNN_WEIGHTS=${FUNKNN_WEIGHTS:-funknn_fast/weights/funknn_cnn_continuous}
+OUT=${OUT:-runs/liif}
+THREADS=${THREADS:-2}
+INSTALL=${INSTALL:-funknn_fast/weights}
+SIZES=("$@")
+if [ ${#SIZES[@]} -eq 0 ]; then
+  SIZES=(edsr 140k)
+fi
+if [ ! -f "${FUNKNN_WEIGHTS}.json" ]; then
+  echo "train_liif.sh: ${FUNKNN_WEIGHTS}.json not found: train FunkNN first (its JSON holds" \
+       "the protocol and budget to copy), or set FUNKNN_WEIGHTS" >&2
+  exit 2
+fi
+mkdir -p "$INSTALL"
+for size in "${SIZES[@]}"; do
+  # shellcheck disable=SC2086
+  "$PYTHON" -m funknn_fast.cli train-liif --size "$size" --out "$OUT/$size" \
+    --match-funknn "$FUNKNN_WEIGHTS" --threads "$THREADS" ${EXTRA:-}
+  cp "$OUT/$size/liif_$size.safetensors" "$INSTALL/.liif_$size.safetensors.tmp"
+  mv "$INSTALL/.liif_$size.safetensors.tmp" "$INSTALL/liif_$size.safetensors"
+  cp "$OUT/$size/liif_$size.json" "$INSTALL/.liif_$size.json.tmp"
+  mv "$INSTALL/.liif_$size.json.tmp" "$INSTALL/liif_$size.json"
+  echo "train_liif.sh: installed $INSTALL/liif_$size.safetensors" >&2
+done
