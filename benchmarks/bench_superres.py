@@ -247,11 +247,10 @@ def throughput_x4(models, chunk: int, repeats: int, side: int) -> dict[str, dict
     cell = cell_for_size(*size)
     methods = {"bicubic": lambda low, coords, cell: bicubic(low, size)}
     methods.update(speed_methods(models, chunk))
+    # The counted run is also the warm-up.
     flops = {name: count_flops(lambda f=fn: f(low, coords, cell)) for name, fn in methods.items()}
     times = {name: float("inf") for name in methods}
     with torch.inference_mode():
-        for fn in methods.values():  # warm-up
-            fn(low, coords, cell)
         for _ in range(repeats):
             for name, fn in methods.items():
                 times[name] = min(times[name], _best_time(lambda f=fn: f(low, coords, cell), 1))
@@ -273,10 +272,11 @@ def throughput_sweep(models, chunk: int, repeats: int, side: int,
     methods = {k: v for k, v in speed_methods(models, chunk).items() if "public" not in k}
     out: dict[str, dict[int, float]] = {name: {} for name in methods}
     with torch.inference_mode():
+        for fn in methods.values():  # warm-up
+            fn(low, torch.rand(1, counts[0], 2, generator=generator) * 2 - 1, cell)
         for count in counts:
             coords = torch.rand(1, count, 2, generator=generator) * 2 - 1
             for name, fn in methods.items():
-                fn(low, coords, cell)
                 seconds = _best_time(lambda f=fn, c=coords: f(low, c, cell), repeats)
                 out[name][count] = count / seconds
             print(f"  sweep Q={count}: " + ", ".join(f"{k} {v[count]:.0f}/s"
