@@ -174,6 +174,7 @@ def ensemble_corners(
     Returns ``index`` (B, Q, 4) int64 into the row-major h x w grid, ``offset`` (B, Q, 4, 2)
     = (x - v_t) times (w, h) in normalised units, and ``weight`` (B, Q, 4), the area weights,
     summing to 1 over the 4 corners. Corner order: (x0, y0), (x1, y0), (x0, y1), (x1, y1).
+    A non-finite coordinate gives NaN offsets and weights (hence a NaN prediction).
     """
     px = ((coords[..., 0] + 1) * width - 1) / 2
     py = ((coords[..., 1] + 1) * height - 1) / 2
@@ -181,7 +182,7 @@ def ensemble_corners(
     y0 = torch.floor(py.detach())
     xs = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1).clamp_(0, width - 1)
     ys = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1).clamp_(0, height - 1)
-    index = (ys * width + xs).long()
+    index = (ys * width + xs).nan_to_num_(0).long()  # non-finite coords: NaN offsets, no error
     offset = torch.stack([2 * (px[..., None] - xs), 2 * (py[..., None] - ys)], dim=-1)
     area = (offset[..., 0] * offset[..., 1]).abs() + _AREA_EPS
     weight = area.flip(-1) / area.sum(dim=-1, keepdim=True)

@@ -177,6 +177,16 @@ def test_save_and_load_round_trip(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_non_finite_coords_give_nan_not_an_error():
+    model = _tiny_model()
+    image, coords = _inputs(queries=4)
+    coords[0, 1, 0] = float("nan")
+    coords[1, 2, 1] = float("inf")
+    out = model(coords, image, 0.1)
+    assert out[0, 1].isnan().all() and out[1, 2].isnan().all()
+    assert out[0, 0].isfinite().all() and out[1, 3].isfinite().all()
+
+
 def test_bad_inputs_raise_clear_errors():
     model = _tiny_model()
     image, coords = _inputs()
