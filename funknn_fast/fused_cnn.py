@@ -1,7 +1,8 @@
 """Fused channels-last evaluation of FunkNN's per-patch CNN (same function, fewer passes).
 
 ``fused_cnn_patch_network(model, patches (N, C, p, p)) -> (N, C)`` computes exactly
-``model.patch_network(patches)`` for ``variant="cnn"`` (see ``funknn_fast.model``).
+``model.patch_network(patches)`` for ``variant="cnn"`` (see ``funknn_fast.model``), centring of
+the patch on its centre sample included.
 
 Each 2 x 2 'same' convolution (PyTorch pads one zero row at the bottom and one zero column at the
 right) is one GEMM on channels-last data: with X (N, s, s, Cin) zero-padded to (N, s+1, s+1, Cin),
@@ -54,7 +55,8 @@ def fused_cnn_patch_network(model: nn.Module, patches: torch.Tensor) -> torch.Te
         raise ValueError(f"patches must have shape (N, C, p, p), got {tuple(patches.shape)}")
     inplace = not (torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()))
     inplace = inplace and not patches.requires_grad
-    x = patches.permute(0, 2, 3, 1)
+    c = patches.shape[-1] // 2
+    x = (patches - patches[:, :, c : c + 1, c : c + 1]).permute(0, 2, 3, 1)
     for k, (conv, act) in enumerate(zip(model.convs, model.conv_activations, strict=True)):
         y = _activate(_conv_same_2x2(x, conv), act, inplace)
         if k in model.RESIDUAL_CONVS:

@@ -16,7 +16,7 @@ the patch (the plain Keys-cubic interpolation at the query) is added to its outp
 Per-patch network, ``variant="cnn"`` (the paper's; 140,933 trainable parameters for C = 3, the
 two spacings included), layer by layer, ``act`` = ReLU (or ``Sine`` for ``activation="sin"``)::
 
-    x = patches                                          # (N, C, 9, 9)
+    x = patches - patches[:, :, 4:5, 4:5]                # (N, C, 9, 9), centre sample removed
     for k in range(8):                                   # convs[k]: 2x2 kernel, padding="same"
         y = conv_activations[k](convs[k](x))             # (PyTorch pads 1 row/col at bottom/right)
         x = y + x if k in RESIDUAL_CONVS else y          # RESIDUAL_CONVS = (1, 2, 4, 5, 6)
@@ -29,9 +29,14 @@ two spacings included), layer by layer, ``act`` = ReLU (or ``Sine`` for ``activa
             x = linear_activations[k](x)
     return x                                             # (N, C)
 
+The centring (each patch minus its centre sample, per channel) is the one deviation from the
+paper's code: it removes the patch's mean level, which dominates the raw intensities and makes
+plain Adam training stall at "output zero" (measured: raw patches learn nothing in 300 steps,
+centred ones gain ~0.9 dB over Keys cubic); the network sees local differences only.
+
 ``variant="mlp"`` (the public code's default; 650,885 parameters for C = 3): ``x =
-patches.flatten(1)`` (C p^2 = 243), then ``linears`` C p^2 -> 512 -> 512 -> 256 -> 256 -> 128 ->
-128 -> 64 -> 64 -> 64 -> C with ``linear_activations`` between.
+(patches - centre).flatten(1)`` (C p^2 = 243), then ``linears`` C p^2 -> 512 -> 512 -> 256 ->
+256 -> 128 -> 128 -> 64 -> 64 -> 64 -> C with ``linear_activations`` between.
 
 ``activation="sin"`` replaces every ReLU by :class:`Sine` (sin(w0 x), one learnable w0 per layer,
 initialised to 30) and initialises the layer feeding each Sine SIREN-style.
@@ -163,8 +168,9 @@ class FunkNN(nn.Module):
 
     def patch_network(self, patches: torch.Tensor) -> torch.Tensor:
         """(N, C, p, p) patches -> (N, C), before the centre-sample residual (module path)."""
+        c = self.patch_size // 2
+        x = patches - patches[:, :, c : c + 1, c : c + 1]
         if self.variant == "cnn":
-            x = patches
             for k, (conv, act) in enumerate(zip(self.convs, self.conv_activations, strict=True)):
                 y = act(conv(x))
                 x = y + x if k in self.RESIDUAL_CONVS else y
@@ -172,7 +178,7 @@ class FunkNN(nn.Module):
                     x = self.pool(x)
             x = x.flatten(1)
         else:
-            x = patches.flatten(1)
+            x = x.flatten(1)
         for k, linear in enumerate(self.linears):
             x = linear(x)
             if k < len(self.linear_activations):
