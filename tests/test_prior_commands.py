@@ -14,6 +14,15 @@ from funknn_fast.prior.flow import LatentFlow
 from funknn_fast.prior.generator import save_parts
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def prior_path(tmp_path_factory):
     torch.manual_seed(0)

@@ -17,6 +17,15 @@ from funknn_fast.prior.radon import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_ramp_filter_is_the_linear_convolution_with_the_ram_lak_kernel():
     generator = torch.Generator().manual_seed(0)
     sinogram = torch.rand(2, 1, 3, 11, generator=generator, dtype=torch.float64)

@@ -8,6 +8,15 @@ import torch
 from funknn_fast.prior.metrics import shift_invariant_snr, snr
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_snr_matches_its_definition():
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(3, 1, 5, 5, generator=generator, dtype=torch.float64) + 0.5

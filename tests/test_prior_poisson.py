@@ -8,6 +8,15 @@ from funknn_fast.prior.phantoms import pixel_centers
 from funknn_fast.prior.poisson import poisson_integrate
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _smooth(n: int, batch: int = 2):
     coords = pixel_centers(n, batch, torch.float64).requires_grad_(True)
     x, y = coords[..., 0], coords[..., 1]

@@ -13,6 +13,15 @@ from funknn_fast.prior.generator import ContinuousPrior
 from funknn_fast.prior.metrics import snr
 from funknn_fast.prior.phantoms import phantom_parameters
 
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 EDGE = 0.15
 
 
