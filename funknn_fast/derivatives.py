@@ -28,7 +28,8 @@ stacked along the batch dimension so that each layer is one large GEMM:
   linearly: value + gradient + Laplacian costs four stacked passes, the Hessian six;
 * sin(w0 z) includes its second-order terms:
   (sin(w0 z))'' = w0 cos(w0 z) z'' - w0^2 sin(w0 z) z' z';
-* the centre sample of the patch (the plain Keys-cubic interpolant) is added componentwise.
+* the centring of the patch on its centre sample (the network's input) and the residual add of
+  the centre sample (the plain Keys-cubic interpolant) are linear: applied componentwise.
 
 The result is exact (equal to autograd double backward through the reference backend to float64
 rounding, except on the measure-zero set where ReLU/max-pool or the Keys knots are not smooth) and
@@ -113,6 +114,24 @@ def _affine_jets(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor,
     return out
 
 
+def _conv_same_2x2_jets_inplace(x: torch.Tensor, conv: nn.Conv2d,
+                                value_batch: int) -> torch.Tensor:
+    """No-autograd variant of :func:`_conv_same_2x2_jets`: one GEMM per kernel tap, each tap's
+    product added in place to the shifted output (two activation-sized buffers, not six)."""
+    n, s, _, cin = x.shape
+    weight = conv.weight
+    flat = x.reshape(n * s * s, cin)
+    out = (flat @ weight[:, :, 0, 0].t()).view(n, s, s, -1)
+    out[:value_batch] += conv.bias
+    tap = (flat @ weight[:, :, 0, 1].t()).view(n, s, s, -1)
+    out[:, :, : s - 1] += tap[:, :, 1:]
+    tap = (flat @ weight[:, :, 1, 0].t()).view(n, s, s, -1)
+    out[:, : s - 1] += tap[:, 1:]
+    tap = (flat @ weight[:, :, 1, 1].t()).view(n, s, s, -1)
+    out[:, : s - 1, : s - 1] += tap[:, 1:, 1:]
+    return out
+
+
 def _conv_same_2x2_jets(x: torch.Tensor, conv: nn.Conv2d, value_batch: int) -> torch.Tensor:
     """2x2 'same' conv (zero row/column padded at bottom/right) of channels-last jets."""
     n, s, _, cin = x.shape
@@ -144,7 +163,8 @@ def _cnn_jets(model: FunkNN, jets: torch.Tensor, inplace: bool) -> torch.Tensor:
     components, batch, channels, p, _ = jets.shape
     x = jets.permute(0, 1, 3, 4, 2).reshape(components * batch, p, p, channels)
     for k, (conv, act) in enumerate(zip(model.convs, model.conv_activations, strict=True)):
-        y = _activation_jets(_conv_same_2x2_jets(x, conv, batch), act, components, inplace)
+        conv_jets = _conv_same_2x2_jets_inplace if inplace else _conv_same_2x2_jets
+        y = _activation_jets(conv_jets(x, conv, batch), act, components, inplace)
         if k in model.RESIDUAL_CONVS:
             y = y.add_(x) if inplace else y + x
         x = y
@@ -174,12 +194,14 @@ def network_jets(model: FunkNN, jets: torch.Tensor) -> torch.Tensor:
     inplace = not torch.is_grad_enabled() or not (
         jets.requires_grad or any(q.requires_grad for q in model.parameters())
     )
+    centre = jets[:, :, :, p // 2, p // 2]
+    centred = jets - centre[..., None, None]  # the network sees the patch minus its centre
     if model.variant == "cnn":
-        out = _cnn_jets(model, jets, inplace)
+        out = _cnn_jets(model, centred, inplace)
     else:
-        flat = jets.reshape(components * batch, channels * p * p)
+        flat = centred.reshape(components * batch, channels * p * p)
         out = _linear_stack_jets(model, flat, batch, components, inplace, start=0)
-    return out + jets[:, :, :, p // 2, p // 2]
+    return out + centre
 
 
 # ---------------------------------------------------------------- public API

@@ -155,8 +155,9 @@ def test_fused_float32_model_and_chunks():
     torch.testing.assert_close(d.gradient, whole.gradient)
 
 
-def test_network_jets_inference_mode_matches_grad_mode():
-    model = make_model("cnn", "sin", seed=11)
+@pytest.mark.parametrize("activation", ["relu", "sin"])
+def test_network_jets_inference_mode_matches_grad_mode(activation):
+    model = make_model("cnn", activation, seed=11)
     jets = torch.randn(4, 3, 2, 5, 5, dtype=torch.float64)
     with_grad = network_jets(model, jets)
     with torch.inference_mode():
