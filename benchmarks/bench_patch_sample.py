@@ -38,8 +38,9 @@ def make_inputs(batch: int, queries: int, size: int, seed: int = 0):
 
 
 def method_fn(method: str):
-    import funknn_fast
     from patch_sample_baselines import gather_patches, grid_sample_patches
+
+    import funknn_fast
 
     if method == "funknn_fast cpu":
         return lambda i, c, s, p: funknn_fast.patch_sample(i, c, s, p, "reflection", backend="cpu")
@@ -103,7 +104,14 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for mode in MODES:
         for method in METHODS:
-            cmd = [sys.executable, __file__, "--case", f"{method}|{mode}", "--repeats", str(repeats)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--case",
+                f"{method}|{mode}",
+                "--repeats",
+                str(repeats),
+            ]
             if args.quick:
                 cmd.append("--quick")
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
@@ -111,15 +119,17 @@ def main() -> None:
             print(f"  {mode:17s} {method:16s} {results[(method, mode)]}", file=sys.stderr)
 
     lines = [
-        "| mode | funknn_fast cpu (s) | grid_sample (s) | 16-tap gather (s) | speed-up vs grid_sample"
-        " | speed-up vs gather | peak MiB funknn / grid_sample / gather |",
+        "| mode | funknn_fast cpu (s) | grid_sample (s) | 16-tap gather (s) "
+        "| speed-up vs grid_sample | speed-up vs gather "
+        "| peak MiB funknn / grid_sample / gather |",
         "|---|---|---|---|---|---|---|",
     ]
     for mode in MODES:
         ours, grid, gather = (results[(m, mode)] for m in METHODS)
+        t_ours = ours["seconds"]
         lines.append(
             f"| {mode} | {ours['seconds']:.4f} | {grid['seconds']:.4f} | {gather['seconds']:.4f} | "
-            f"{grid['seconds'] / ours['seconds']:.1f}x | {gather['seconds'] / ours['seconds']:.1f}x | "
+            f"{grid['seconds'] / t_ours:.1f}x | {gather['seconds'] / t_ours:.1f}x | "
             f"{ours['peak_mib']:.0f} / {grid['peak_mib']:.0f} / {gather['peak_mib']:.0f} |"
         )
     table = "\n".join(lines)

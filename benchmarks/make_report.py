@@ -13,8 +13,15 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-ORDER = ["patch_sample_cpu", "patch_sample_gpu", "model", "superres_quality", "derivatives",
-         "liif", "prior"]
+ORDER = [
+    "patch_sample_cpu",
+    "patch_sample_gpu",
+    "model",
+    "superres_quality",
+    "derivatives",
+    "liif",
+    "prior",
+]
 
 
 def main() -> None:

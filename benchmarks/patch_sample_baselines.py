@@ -56,8 +56,12 @@ def gather_patches(
     offsets = _offsets(patch_size, coords)
     px = ((coords[..., 0] + 1) * width - 1) / 2
     py = ((coords[..., 1] + 1) * height - 1) / 2
-    ux = (px[..., None, None] + offsets[None, None, None, :] * step[0]).expand(-1, -1, patch_size, -1)
-    uy = (py[..., None, None] + offsets[None, None, :, None] * step[1]).expand(-1, -1, -1, patch_size)
+    ux = (px[..., None, None] + offsets[None, None, None, :] * step[0]).expand(
+        -1, -1, patch_size, -1
+    )
+    uy = (py[..., None, None] + offsets[None, None, :, None] * step[1]).expand(
+        -1, -1, -1, patch_size
+    )
     fx, fy = torch.floor(ux.detach()), torch.floor(uy.detach())
     wx, wy = _keys(ux - fx), _keys(uy - fy)  # (B, Q, p, p, 4)
     taps = torch.arange(-1, 3, device=image.device)

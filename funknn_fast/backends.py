@@ -78,41 +78,49 @@ def backends() -> dict[str, BackendStatus]:
     }
 
 
-def _unsupported_reason(name: str, image: torch.Tensor) -> str | None:
-    """Why backend ``name`` cannot run on these tensors (None when it can)."""
+def _unsupported_reason(name: str, device: str, dtype: torch.dtype) -> str | None:
+    """Why backend ``name`` cannot run on tensors of this device type and dtype (None if it can)."""
     status = backends()[name]
     if not status.available:
         return status.reason
-    on_cuda = image.device.type == "cuda"
     if name == "cpu":
-        if image.device.type != "cpu":
-            return f"it runs on CPU tensors, got {image.device}"
-        if image.dtype not in (torch.float32, torch.float64):
-            return f"it supports float32 and float64, got {image.dtype}"
-    if name == "cuda" and not on_cuda:
-        return f"it runs on CUDA tensors, got {image.device}"
-    if name == "triton" and not on_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        return f"it runs on CUDA tensors (or CPU under TRITON_INTERPRET=1), got {image.device}"
+        if device != "cpu":
+            return f"it runs on CPU tensors, got {device}"
+        if dtype not in (torch.float32, torch.float64):
+            return f"it supports float32 and float64, got {dtype}"
+    if name == "cuda" and device != "cuda":
+        return f"it runs on CUDA tensors, got {device}"
+    if name == "triton" and device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return f"it runs on CUDA tensors (or CPU under TRITON_INTERPRET=1), got {device}"
     return None
+
+
+@torch.compiler.assume_constant_result
+def _resolve(requested: str, device: str, dtype: torch.dtype) -> str:
+    """The backend name, or "!" followed by the error message (constant under torch.compile)."""
+    if requested == "auto":
+        requested = os.environ.get("FUNKNN_BACKEND", "auto") or "auto"
+        if requested != "auto" and requested not in BACKEND_NAMES:
+            return f"!FUNKNN_BACKEND must be one of {('auto',) + BACKEND_NAMES}, got {requested!r}"
+    if requested == "auto":
+        order = ("triton", "cuda") if device == "cuda" else ("cpu",)
+        for name in order:
+            if _unsupported_reason(name, device, dtype) is None:
+                return name
+        return "torch"
+    if requested not in BACKEND_NAMES:
+        return f"!backend must be one of {('auto',) + BACKEND_NAMES}, got {requested!r}"
+    reason = _unsupported_reason(requested, device, dtype)
+    if reason is not None:
+        return f"?backend {requested!r} is unavailable: {reason}"
+    return requested
 
 
 def select_backend(requested: str, image: torch.Tensor) -> str:
     """Name of the backend that runs a call on ``image``'s device and dtype."""
-    if requested == "auto":
-        requested = os.environ.get("FUNKNN_BACKEND", "auto") or "auto"
-        if requested != "auto" and requested not in BACKEND_NAMES:
-            raise ValueError(
-                f"FUNKNN_BACKEND must be one of {('auto',) + BACKEND_NAMES}, got {requested!r}"
-            )
-    if requested == "auto":
-        order = ("triton", "cuda") if image.device.type == "cuda" else ("cpu",)
-        for name in order:
-            if _unsupported_reason(name, image) is None:
-                return name
-        return "torch"
-    if requested not in BACKEND_NAMES:
-        raise ValueError(f"backend must be one of {('auto',) + BACKEND_NAMES}, got {requested!r}")
-    reason = _unsupported_reason(requested, image)
-    if reason is not None:
-        raise BackendUnavailableError(f"backend {requested!r} is unavailable: {reason}")
-    return requested
+    name = _resolve(requested, image.device.type, image.dtype)
+    if name.startswith("!"):
+        raise ValueError(name[1:])
+    if name.startswith("?"):
+        raise BackendUnavailableError(name[1:])
+    return name

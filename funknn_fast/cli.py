@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: list[str] = ["sample", "solve", "train_liif"]
+COMMAND_MODULES: list[str] = ["sample", "solve", "train_liif", "derivatives"]
 
 
 class CommandError(Exception):
@@ -20,7 +20,8 @@ class CommandError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="funknn", description="FunkNN continuous images: super-resolution, derivatives, priors."
+        prog="funknn",
+        description="FunkNN continuous images: super-resolution, derivatives, priors.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:

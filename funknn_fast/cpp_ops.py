@@ -67,8 +67,16 @@ def _backward_backward(ctx, gg_image, gg_coords, gg_step):
     if not any(mask) or (gg_image is None and gg_coords is None and gg_step is None):
         return (None,) * 7
     grads = OPS.patch_sample_double_backward(
-        grad_output, image, coords, step, gg_image, gg_coords, gg_step,
-        ctx.patch_size, ctx.padding, mask,
+        grad_output,
+        image,
+        coords,
+        step,
+        gg_image,
+        gg_coords,
+        gg_step,
+        ctx.patch_size,
+        ctx.padding,
+        mask,
     )
     return tuple(g if m else None for g, m in zip(grads, mask)) + (None, None, None)
 

@@ -74,7 +74,9 @@ def _as_step_tensor(step: StepLike, image: torch.Tensor, coords: torch.Tensor) -
         if step.dim() == 0:
             step = step.expand(2)
         if step.shape != (2,):
-            raise ValueError(f"step must have shape (2,) = (step_x, step_y), got {tuple(step.shape)}")
+            raise ValueError(
+                f"step must have shape (2,) = (step_x, step_y), got {tuple(step.shape)}"
+            )
         if step.dtype != coords.dtype:
             raise TypeError(f"step dtype {step.dtype} must match coords dtype {coords.dtype}")
     else:
@@ -87,7 +89,9 @@ def _as_step_tensor(step: StepLike, image: torch.Tensor, coords: torch.Tensor) -
         ):
             values = [float(v) for v in step]
         else:
-            raise TypeError(f"step must be a float, a pair of floats or a tensor (2,), got {step!r}")
+            raise TypeError(
+                f"step must be a float, a pair of floats or a tensor (2,), got {step!r}"
+            )
         step = torch.tensor(values, dtype=coords.dtype, device=image.device)
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(step.detach()).all()):
         raise ValueError(f"step must be finite, got {step.detach().cpu().tolist()}")
@@ -132,5 +136,6 @@ def patch_sample(
         from funknn_fast.kernels.patch_sample_triton import triton_patch_sample
 
         return triton_patch_sample(image, coords, step_tensor, patch_size, padding)
-    return patch_sample_reference(image, coords.to(image.dtype), step_tensor.to(image.dtype),
-                                  patch_size, padding)
+    return patch_sample_reference(
+        image, coords.to(image.dtype), step_tensor.to(image.dtype), patch_size, padding
+    )

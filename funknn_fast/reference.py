@@ -46,7 +46,9 @@ def axis_taps(
     base = torch.where(finite, torch.floor(clamped.detach()), torch.zeros_like(clamped))
     t = torch.where(finite, clamped - base, torch.full_like(clamped, float("nan")))
     first = base.to(torch.int64) - 1
-    index, valid = pad_indices(first.unsqueeze(-1) + torch.arange(4, device=position.device), size, padding)
+    index, valid = pad_indices(
+        first.unsqueeze(-1) + torch.arange(4, device=position.device), size, padding
+    )
     return index, valid, keys_weights(t)
 
 
