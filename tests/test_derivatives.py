@@ -178,3 +178,40 @@ def test_argument_errors():
         funknn_derivatives(model, coords, image, chunk=0)
     with pytest.raises(TypeError, match="FunkNN"):
         funknn_derivatives(torch.nn.Linear(2, 2), coords, image)
+
+
+def test_cli_derivatives_writes_maps(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from funknn_fast.checkpoint import save_model
+    from funknn_fast.cli import main
+    from funknn_fast.commands.derivatives import derivative_maps
+
+    torch.manual_seed(14)
+    model = FunkNN(channels=3, variant="mlp", patch_size=5)
+    stem = tmp_path / "weights"
+    save_model(model, stem)
+    pixels = (np.random.default_rng(15).random((6, 5, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    out, npy = tmp_path / "maps.png", tmp_path / "maps.npy"
+    code = main(["derivatives", str(tmp_path / "in.png"), "--scale", "2", "-o", str(out),
+                 "--weights", str(stem), "--npy", str(npy), "--chunk", "7"])
+    assert code == 0
+    assert Image.open(out).size == (2 * 10 + 4, 12)
+    maps = np.load(npy)
+    assert maps.shape == (2, 12, 10) and np.isfinite(maps).all()
+    # The maps are the model's derivatives per output pixel at the 12 x 10 pixel centres.
+    image = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1)
+    coords = torch.stack(torch.meshgrid((torch.arange(12) * 2 + 1) / 12 - 1,
+                                        (torch.arange(10) * 2 + 1) / 10 - 1, indexing="ij")[::-1],
+                         dim=-1).reshape(1, -1, 2)
+    d = funknn_derivatives(model.eval(), coords, image[None], output_size=(12, 10))
+    np.testing.assert_allclose(maps[1].ravel(), d.laplacian[0].mean(-1).detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
+    magnitude, _ = derivative_maps(model, image, 12, 10, chunk=50)
+    np.testing.assert_allclose(maps[0], magnitude, rtol=1e-5, atol=1e-6)
+    assert main(["derivatives", str(tmp_path / "missing.png"), "-o", str(out),
+                 "--weights", str(stem)]) == 2
+    assert main(["derivatives", str(tmp_path / "in.png"), "-o", str(out), "--scale", "0",
+                 "--weights", str(stem)]) == 2
