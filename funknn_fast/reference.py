@@ -77,9 +77,9 @@ def patch_sample_reference(
     valid = vy[:, :, :, :, None, None] & vx[:, :, None, None, :, :]
     taps = patch_size * 4 * patch_size * 4
     values = torch.gather(
-        image.reshape(batch, 1, channels, height * width).expand(batch, queries, channels, -1),
-        3,
-        flat.reshape(batch, queries, 1, taps).expand(batch, queries, channels, taps),
-    ).reshape(batch, queries, channels, patch_size, 4, patch_size, 4)
-    values = values * valid[:, :, None].to(values.dtype)
-    return torch.einsum("bqil,bqjk,bqciljk->bqcij", wy, wx, values)
+        image.reshape(batch, channels, height * width),
+        2,
+        flat.reshape(batch, 1, queries * taps).expand(batch, channels, queries * taps),
+    ).reshape(batch, channels, queries, patch_size, 4, patch_size, 4)
+    values = values * valid[:, None].to(values.dtype)
+    return torch.einsum("bqil,bqjk,bcqiljk->bqcij", wy, wx, values)
