@@ -2,7 +2,7 @@
 
 ``fused_cnn_patch_network(model, patches (N, C, p, p)) -> (N, C)`` computes exactly
 ``model.patch_network(patches)`` for ``variant="cnn"`` (see ``funknn_fast.model``), centring of
-the patch on its centre sample included.
+the patch on its centre sample and ``INPUT_SCALE`` included.
 
 Each 2 x 2 'same' convolution (PyTorch pads one zero row at the bottom and one zero column at the
 right) is one GEMM on channels-last data: with X (N, s, s, Cin) zero-padded to (N, s+1, s+1, Cin),
@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from funknn_fast.model import INPUT_SCALE
 
 
 def _conv_taps(conv: nn.Conv2d) -> torch.Tensor:
@@ -56,7 +58,7 @@ def fused_cnn_patch_network(model: nn.Module, patches: torch.Tensor) -> torch.Te
     inplace = not (torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()))
     inplace = inplace and not patches.requires_grad
     c = patches.shape[-1] // 2
-    x = (patches - patches[:, :, c : c + 1, c : c + 1]).permute(0, 2, 3, 1)
+    x = (INPUT_SCALE * (patches - patches[:, :, c : c + 1, c : c + 1])).permute(0, 2, 3, 1)
     for k, (conv, act) in enumerate(zip(model.convs, model.conv_activations, strict=True)):
         y = _activate(_conv_same_2x2(x, conv), act, inplace)
         if k in model.RESIDUAL_CONVS:
