@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: list[str] = ["sample", "solve", "train_liif", "derivatives"]
+COMMAND_MODULES: list[str] = ["sample", "solve", "train_liif", "derivatives", "train"]
 
 
 class CommandError(Exception):
