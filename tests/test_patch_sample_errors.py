@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -164,3 +165,29 @@ def test_environment_overrides_auto(monkeypatch):
     monkeypatch.setenv("FUNKNN_BACKEND", "nonsense")
     with pytest.raises(ValueError, match="FUNKNN_BACKEND must be one of"):
         patch_sample(image, coords, 1.0)
+
+
+def test_package_works_without_the_compiled_extension():
+    """With funknn_fast._C unimportable, the reference serves "auto" and "cpu" says why not."""
+    script = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "funknn_fast._C":
+            raise ImportError("blocked for the test")
+sys.meta_path.insert(0, Block())
+import torch, funknn_fast
+status = funknn_fast.backends()["cpu"]
+assert not status.available and "blocked for the test" in status.reason, status
+out = funknn_fast.patch_sample(torch.rand(1, 2, 5, 4), torch.rand(1, 3, 2) * 2 - 1, 1.0, 3)
+assert out.shape == (1, 3, 2, 3, 3)
+try:
+    funknn_fast.patch_sample(torch.rand(1, 2, 5, 4), torch.rand(1, 3, 2), 1.0, 3, backend="cpu")
+except funknn_fast.BackendUnavailableError as error:
+    print("OK", error)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK backend 'cpu' is unavailable" in result.stdout
