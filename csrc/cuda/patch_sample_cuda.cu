@@ -17,9 +17,13 @@
 // images with float32 (or image-dtype) coords and step. Weights and sums use at::opmath_type
 // (float, double for float64); results are in the image dtype, coordinate and step gradients in
 // the dtype of coords and step.
-#include <ATen/ATen.h>
+// Per-operator headers instead of <ATen/ATen.h> keep the compile short.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
