@@ -3,14 +3,14 @@
 The samples are FunkNN's (``funknn_fast.data.CropSampler``: random n x n crops of the bundled
 training photographs, antialiased bilinear low resolution, ``queries`` random target pixels per
 crop, modes "single" | "continuous" | "factor"), drawn from generators seeded as in
-``funknn_fast.training`` (same seed, same crops). The loss is FunkNN's: L1 between the predicted
-and the target intensities of all queries of the batch. The learning rate follows
+``funknn_fast.training`` (same seed, same crops). The loss is FunkNN's: L1 (or, with
+``loss="l2"``, mean squared error) between the predicted and the target intensities of all
+queries of the batch. The learning rate follows
 ``funknn_fast.training.learning_rate`` (linear warm-up, cosine decay to ``lr_min``).
 
 LIIF needs the output pixel size: a target of n x n pixels has cell (2 / n, 2 / n), with
 n = ``crop_size`` in modes "single" and "continuous" and n = 2 d (d the low-resolution size) in
-mode "factor". Each crop of a batch has its own low-resolution size, so the encoder runs once per
-crop.
+mode "factor". Crops of a batch with the same low-resolution size share one encoder call.
 
 Budget: training stops after ``steps`` steps or ``max_seconds`` seconds of wall-clock time,
 whichever comes first; with ``max_seconds`` the schedule's progress is
@@ -58,6 +58,7 @@ class LIIFTrainConfig:
     lr: float = 1e-4
     lr_min: float = 1e-6
     warmup: int = 50
+    loss: str = "l1"
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -72,6 +73,8 @@ class LIIFTrainConfig:
                      "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.loss not in ("l1", "l2"):
+            raise ValueError(f"loss must be 'l1' or 'l2', got {self.loss!r}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
         if not self.lr > 0 or self.lr_min < 0 or self.warmup < 0:
@@ -104,10 +107,20 @@ def target_cell(config: LIIFTrainConfig, sample: Sample) -> torch.Tensor:
 
 
 def batch_loss(model: LIIF, config: LIIFTrainConfig, samples: list[Sample]) -> torch.Tensor:
-    """L1 loss over all queries of ``samples`` (one encoder pass per sample)."""
-    predictions = [model(s.coords, s.low, target_cell(config, s))[0] for s in samples]
-    targets = torch.cat([s.targets[0] for s in samples])
-    return F.l1_loss(torch.cat(predictions), targets)
+    """L1 (or L2) loss over all queries of ``samples``; one encoder pass per low-res size."""
+    groups: dict[tuple[int, ...], list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault(tuple(sample.low.shape), []).append(sample)
+    predictions, targets = [], []
+    for group in groups.values():
+        low = torch.cat([s.low for s in group])
+        coords = torch.cat([s.coords for s in group])
+        predictions.append(model(coords, low, target_cell(config, group[0])).flatten(0, 1))
+        targets.append(torch.cat([s.targets for s in group]).flatten(0, 1))
+    prediction, target = torch.cat(predictions), torch.cat(targets)
+    if config.loss == "l2":
+        return F.mse_loss(prediction, target)
+    return F.l1_loss(prediction, target)
 
 
 def _write_json(path: Path, info: dict) -> None:

@@ -94,6 +94,22 @@ def test_target_cell_follows_the_mode():
     torch.testing.assert_close(cell, torch.tensor([0.1, 0.1]))
 
 
+def test_grouped_batch_loss_equals_the_per_sample_loss():
+    torch.manual_seed(0)
+    model = liif_training.LIIF(TINY).double()
+    config = LIIFTrainConfig(crop_size=12)
+    samples = [Sample(torch.rand(1, 3, d, d, dtype=torch.float64),
+                      torch.rand(1, 5, 2, dtype=torch.float64) * 2 - 1,
+                      torch.rand(1, 5, 3, dtype=torch.float64)) for d in (4, 6, 4, 5, 6)]
+    predictions = [model(s.coords, s.low, target_cell(config, s))[0] for s in samples]
+    errors = torch.cat(predictions) - torch.cat([s.targets[0] for s in samples])
+    grouped = liif_training.batch_loss(model, config, samples)
+    torch.testing.assert_close(grouped, errors.abs().mean(), rtol=1e-12, atol=1e-12)
+    config = LIIFTrainConfig(crop_size=12, loss="l2")
+    grouped = liif_training.batch_loss(model, config, samples)
+    torch.testing.assert_close(grouped, errors.square().mean(), rtol=1e-12, atol=1e-12)
+
+
 def test_bad_config_raises():
     with pytest.raises(ValueError, match="size"):
         LIIFTrainConfig(size="huge")
@@ -101,6 +117,8 @@ def test_bad_config_raises():
         LIIFTrainConfig(max_seconds=0)
     with pytest.raises(ValueError, match="crop_size"):
         LIIFTrainConfig(crop_size=0)
+    with pytest.raises(ValueError, match="loss"):
+        LIIFTrainConfig(loss="huber")
 
 
 def test_command_copies_the_funknn_protocol(photo_folder, tiny_sizes, tmp_path, capsys):
@@ -109,7 +127,7 @@ def test_command_copies_the_funknn_protocol(photo_folder, tiny_sizes, tmp_path, 
     from funknn_fast.commands import train_liif as command
 
     record = {"train": {"mode": "single", "crop_size": 16, "batch_size": 1, "queries": 8,
-                        "data": str(photo_folder), "seed": 3, "lr": 0.5},
+                        "data": str(photo_folder), "seed": 3, "lr": 0.5, "loss": "l2"},
               "train_seconds": 1e-9}
     (tmp_path / "funknn.json").write_text(json.dumps(record))
     parser = argparse.ArgumentParser()
@@ -120,6 +138,7 @@ def test_command_copies_the_funknn_protocol(photo_folder, tiny_sizes, tmp_path, 
     info = json.loads((tmp_path / "run" / "liif_edsr.json").read_text())
     assert info["train"]["mode"] == "single" and info["train"]["crop_size"] == 16
     assert info["train"]["seed"] == 3 and info["train"]["max_seconds"] == 1e-9
+    assert info["train"]["loss"] == "l2"
     assert info["train"]["lr"] == 1e-4  # the learning rate is LIIF's own, not copied
     missing = parser.parse_args(["train-liif", "--out", str(tmp_path / "x"),
                                  "--match-funknn", str(tmp_path / "none.json")])

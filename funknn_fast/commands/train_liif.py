@@ -1,8 +1,9 @@
 """``funknn train-liif``: trains the LIIF baseline (EDSR or 140K) like a FunkNN run.
 
 ``--match-funknn WEIGHTS`` copies the data protocol (mode, data, crop size, batch size, queries,
-scale range, seed) and the wall-clock budget (``train_seconds``) from the JSON file written with
-FunkNN weights, so that both models are trained the same way; explicit options still override.
+scale range, loss, seed) and the wall-clock budget (``train_seconds``) from the JSON file written
+with FunkNN weights, so that both models are trained the same way; explicit options still
+override.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from funknn_fast.cli import CommandError
 
 PROTOCOL_FIELDS = ("mode", "data", "crop_size", "batch_size", "queries", "min_scale",
-                   "max_scale", "seed")
+                   "max_scale", "loss", "seed")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="FunkNN weights (.json/.safetensors): copy their protocol, budget")
     parser.add_argument("--mode", choices=("single", "continuous", "factor"))
     parser.add_argument("--data", help='"bundled" or a folder of PNG/JPEG images')
+    parser.add_argument("--loss", choices=("l1", "l2"))
     for name, kind in (("crop-size", int), ("batch-size", int), ("queries", int),
                        ("min-scale", float), ("max-scale", float), ("steps", int),
                        ("max-seconds", float), ("lr", float), ("lr-min", float),
@@ -62,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     values: dict = {"size": args.size}
     if args.match_funknn:
         values.update(_funknn_protocol(args.match_funknn))
-    for key in ("mode", "data", "crop_size", "batch_size", "queries", "min_scale", "max_scale",
-                "steps", "max_seconds", "lr", "lr_min", "warmup", "seed", "checkpoint_every",
-                "log_every", "threads"):
+    for key in ("mode", "data", "loss", "crop_size", "batch_size", "queries", "min_scale",
+                "max_scale", "steps", "max_seconds", "lr", "lr_min", "warmup", "seed",
+                "checkpoint_every", "log_every", "threads"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     try:
