@@ -52,8 +52,10 @@ def nvcc_flags(stub_include: pathlib.Path) -> list[str]:
     )
 
 
-def cache_marker(flags: list[str]) -> pathlib.Path:
+def cache_marker(flags: list[str], stub_include: pathlib.Path) -> pathlib.Path:
     digest = hashlib.sha256()
+    flags = [flag.replace(str(stub_include), "<stub>") for flag in flags]
+    digest.update(CMAKE_MACROS.encode())
     version = subprocess.run([NVCC, "--version"], capture_output=True, text=True).stdout
     digest.update(version.encode())
     digest.update(torch.__version__.encode())
@@ -74,7 +76,7 @@ def test_cuda_sources_compile_for_sm90(tmp_path):
     macros.parent.mkdir(parents=True)
     macros.write_text(CMAKE_MACROS)
     flags = nvcc_flags(stub)
-    marker = cache_marker(flags)
+    marker = cache_marker(flags, stub)
     if marker.exists() and os.environ.get("FUNKNN_NVCC_CHECK_NO_CACHE") != "1":
         return  # these exact sources, headers and flags compiled before
     for source in CUDA_SOURCES:
