@@ -95,3 +95,16 @@ def test_solve_reduces_the_loss(kind):
     with pytest.raises(ValueError, match="single-image"):
         solvers.solve(solvers.make_problem(kind, phantom_parameters([0, 1]), config, EDGE),
                       prior, config)
+
+
+def test_ct_direct_integrates_funknn_along_the_rays():
+    prior = tiny_prior()
+    config = solvers.SolveConfig(size=12, angles=4, ct_direct=True)
+    problem = solvers.make_problem("ct", phantom_parameters([4], "test"), config, EDGE)
+    z = torch.zeros(1, 4, requires_grad=True)
+    loss = solvers.data_loss(problem, prior, prior.generate(z), config, torch.Generator())
+    (grad,) = torch.autograd.grad(loss, z)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    grid = solvers.data_loss(problem, prior, prior.generate(z),
+                             solvers.SolveConfig(size=12, angles=4), torch.Generator())
+    assert abs(loss.item() - grid.item()) < 0.2 * grid.item()

@@ -105,7 +105,7 @@ class AutoEncoder(nn.Module):
     def __init__(
         self,
         size: int = 32,
-        channels: Sequence[int] = (32, 64, 128, 128),
+        channels: Sequence[int] = (16, 32, 64, 128),
         latent: int = 64,
         image_channels: int = 1,
     ) -> None:

@@ -47,7 +47,7 @@ def phantom_parameters(
     Phantom ``i`` of a split depends only on ``(seed, split, i)``: the splits never share a
     random stream. Each phantom has a body ellipse (intensity in [0.6, 1], semi-axes in
     [0.55, 0.85]) and 1 .. ``max_ellipses - 2`` inner ellipses (intensity in [-0.4, 0.4],
-    semi-axes in [0.04, 0.3]) whose centres lie inside the body; all lie inside the unit disc.
+    semi-axes in [0.06, 0.3]) whose centres lie inside the body; all lie inside the unit disc.
     """
     if isinstance(indices, int):
         indices = [indices]
@@ -71,7 +71,7 @@ def phantom_parameters(
             cos_b, sin_b = math.cos(body_phi), math.sin(body_phi)
             cx = body_c[0] + body_a * ux * cos_b - body_b * uy * sin_b
             cy = body_c[1] + body_a * ux * sin_b + body_b * uy * cos_b
-            a, b = rng.uniform(0.04, 0.3, size=2)
+            a, b = rng.uniform(0.06, 0.3, size=2)
             out[row, k] = (rng.uniform(-0.4, 0.4), cx, cy, a, b, rng.uniform(0, math.pi))
     return torch.from_numpy(out)
 

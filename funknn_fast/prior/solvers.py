@@ -149,7 +149,7 @@ def make_problem(
     positions = detector_positions(config.detector_bins, math.sqrt(2.0), torch.float64)
     clean = radon(
         lambda c: ellipse_function(params, c, edge_width), angles, positions, batch,
-        samples_per_ray=4 * n,
+        samples_per_ray=2 * n,
     )
     generator = torch.Generator().manual_seed(config.seed)
     power = clean.pow(2).mean(dim=-1, keepdim=True)

@@ -44,7 +44,7 @@ class PriorTrainConfig:
     edge_width: float = 0.06
     train_count: int = 20000
     seed: int = 0
-    channels: tuple[int, ...] = (32, 64, 128, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
     latent: int = 64
     ae_steps: int = 6000
     ae_batch: int = 64
