@@ -168,7 +168,7 @@ def _scatter_row(gimg_ptr, val_ptr, idx_ptr, row_index, i0, i1, i2, i3, v0, v1, 
 # ------------------------------------------------------------------------------------ kernels
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["total", "Q", "C", "H", "W", "NCH"])
 def _forward_kernel(
     image_ptr, coords_ptr, step_ptr, out_ptr, total, Q, C, H, W, NCH,
     P: tl.constexpr, CB: tl.constexpr, PADDING: tl.constexpr, BLOCK: tl.constexpr,
@@ -226,7 +226,7 @@ def _tile_geometry(coords_ptr, step_ptr, q, qmask, s, H, W, P: tl.constexpr):
     return ox, oy, ux, uy
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["q_begin", "q_end", "partial_offset", "Q", "C", "H", "W"])
 def _backward_kernel(
     go_ptr, image_ptr, coords_ptr, step_ptr, gimg_ptr, gcoords_ptr, partial_ptr, val_ptr, idx_ptr,
     q_begin, q_end, partial_offset, Q, C, H, W,
@@ -288,7 +288,7 @@ def _backward_kernel(
         tl.store(partial + 1, tl.sum(tl.sum(gpy * oy[None, :], axis=1), axis=0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["q_begin", "q_end", "partial_offset", "Q", "C", "H", "W"])
 def _double_backward_kernel(
     go_ptr, image_ptr, coords_ptr, step_ptr, vimg_ptr, vcoords_ptr, vstep_ptr,
     ggo_ptr, gimg_ptr, gcoords_ptr, partial_ptr, val_ptr, idx_ptr,
@@ -452,7 +452,7 @@ def _forward_launch_config() -> tuple[int, int]:
     """(elements per program, warps) of the forward; FUNKNN_TRITON_FORWARD_CONFIG='block,warps'."""
     text = os.environ.get("FUNKNN_TRITON_FORWARD_CONFIG", "")
     if not text:
-        return 256, 4
+        return 256, 8  # one (query, sample) per thread: ~130 registers for fp32 on sm_90
     try:
         block, warps = (int(v) for v in text.split(","))
     except ValueError:
@@ -464,9 +464,10 @@ def _forward_launch_config() -> tuple[int, int]:
     return block, warps
 
 
-def _channel_chunk(channels: int) -> int:
-    """Channels per vector load of the forward's channels-last copy."""
-    return 1 if channels == 1 else (2 if channels == 2 else 4)
+def _channel_chunk(channels: int, dtype: torch.dtype) -> int:
+    """Channels per vector load of the forward's channels-last copy (at most 16 bytes)."""
+    widest = 2 if dtype == torch.float64 else 4
+    return min(triton.next_power_of_2(channels), widest)
 
 
 def _channels_last_chunks(image: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
@@ -479,10 +480,12 @@ def _channels_last_chunks(image: torch.Tensor, chunk: int) -> tuple[torch.Tensor
     return image.contiguous(), chunks
 
 
-def _tile_config(patch_size: int, target: int) -> tuple[int, int]:
-    """(padded samples per query, queries per program) of the backward kernels."""
+def _tile_config(patch_size: int, target: int) -> tuple[int, int, int]:
+    """(padded samples per query, queries per program, warps) of the backward kernels: about
+    ``target`` (query, sample) pairs per program, one per thread."""
     padded = triton.next_power_of_2(patch_size * patch_size)
-    return padded, max(1, target // padded)
+    per_program = max(1, target // padded)
+    return padded, per_program, max(1, min(8, padded * per_program // 32))
 
 
 def _forward(
@@ -498,7 +501,7 @@ def _forward(
     compute = _compute_dtype(image)
     coords_c = coords.to(compute).contiguous()
     step_c = step.to(compute).contiguous()
-    chunk = _channel_chunk(channels)
+    chunk = _channel_chunk(channels, image.dtype)
     image_cl, chunks = _channels_last_chunks(image, chunk)
     total = batch * queries * p * p
     block, warps = _forward_launch_config()
@@ -574,7 +577,7 @@ def _backward(
     need_image, need_coords, need_step = (bool(m) for m in output_mask)
     need_pos = need_coords or need_step
     compute = _compute_dtype(image)
-    padded, per_program = _tile_config(p, 256)
+    padded, per_program, warps = _tile_config(p, 256)
     scratch = _Scratch(image, compute, need_image, channels * padded * 16)
     grad_coords = torch.zeros(coords.shape, dtype=compute, device=image.device)
     total = batch * queries
@@ -594,7 +597,7 @@ def _backward(
                 begin, end, offset, queries, channels, height, width,
                 P=p, PPAD=padded, PADDING=padding, BLOCK_Q=per_program,
                 NEED_IMAGE=need_image, NEED_POS=need_pos, DETERMINISTIC=scratch.deterministic,
-                num_warps=4,
+                num_warps=warps,
             )
             scratch.accumulate(values, indices)
     grad_image = scratch.image_gradient()
@@ -637,7 +640,7 @@ def _double_backward(
     need_pos = need_coords or need_step
     image_terms = need_image and has_direction
     compute = _compute_dtype(image)
-    padded, per_program = _tile_config(p, 128)
+    padded, per_program, warps = _tile_config(p, 128)
     scratch = _Scratch(image, compute, image_terms, channels * padded * 16)
     grad_grad_output = torch.zeros(grad_output.shape, dtype=image.dtype, device=image.device)
     grad_coords = torch.zeros(coords.shape, dtype=compute, device=image.device)
@@ -675,7 +678,7 @@ def _double_backward(
                 P=p, PPAD=padded, PADDING=padding, BLOCK_Q=per_program,
                 HAS_VIMAGE=has_vimage, HAS_DIRECTION=has_direction, NEED_GO=need_go,
                 NEED_IMAGE=image_terms, NEED_POS=need_pos, DETERMINISTIC=scratch.deterministic,
-                num_warps=4,
+                num_warps=warps,
             )
             scratch.accumulate(values, indices)
     grad_image = scratch.image_gradient()

@@ -13,9 +13,8 @@ pytest.importorskip("triton")
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no CUDA device and TRITON_INTERPRET is not set", allow_module_level=True)
 
-from funknn_fast.kernels import patch_sample_triton as pst  # noqa: E402
-
 import funknn_fast  # noqa: E402
+from funknn_fast.kernels import patch_sample_triton as pst  # noqa: E402
 from funknn_fast.reference import patch_sample_reference  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -244,3 +243,31 @@ def test_patch_sample_backend_triton_and_forward_config(monkeypatch):
     monkeypatch.setenv("FUNKNN_TRITON_FORWARD_CONFIG", "48,1")
     with pytest.raises(ValueError, match="FUNKNN_TRITON_FORWARD_CONFIG"):
         pst.triton_patch_sample(image, coords, step, 3, "reflection")
+
+
+def test_kernels_compile_for_sm90_without_spills():
+    """Ahead-of-time compile (no GPU needed) of a representative set of the compiled kernels."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    import triton
+
+    ptxas = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.is_file():
+        pytest.skip("Triton's NVIDIA backend (ptxas) is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-m", "funknn_fast.kernels.aot_check", "--quick", "--json"],
+        capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(report) == 8
+    for row in report:
+        assert row["registers"] > 0 and row["spill_bytes"] == 0, row
+        if row["variant"].startswith("forward"):
+            assert row["vector_loads"] > 0, row  # one vector load per tap and channel chunk
+        if "det=False" in row["variant"]:
+            assert row["atomics"] > 0, row
