@@ -25,11 +25,13 @@ stacked along the batch dimension so that each layer is one large GEMM:
 * ReLU multiplies every component by the mask of the value; max-pooling gathers every component
   at the value's argmax (ties resolved like ``F.max_pool2d``); for such networks the network's own
   second derivative vanishes almost everywhere, so the second-order components propagate
-  linearly: value + gradient + Laplacian costs four stacked passes, the Hessian six;
+  linearly: value + gradient + Laplacian costs four passes, the Hessian six. Without autograd,
+  ReLU networks run the value pass first (recording masks and argmaxes) and then one component
+  at a time, so only one component's activations are alive at once;
 * sin(w0 z) includes its second-order terms:
   (sin(w0 z))'' = w0 cos(w0 z) z'' - w0^2 sin(w0 z) z' z';
-* the centring of the patch on its centre sample (the network's input) and the residual add of
-  the centre sample (the plain Keys-cubic interpolant) are linear: applied componentwise.
+* the network's input INPUT_SCALE * (patch - centre sample) and the residual add of the centre
+  sample (the plain Keys-cubic interpolant) are linear: applied componentwise.
 
 The result is exact (equal to autograd double backward through the reference backend to float64
 rounding, except on the measure-zero set where ReLU/max-pool or the Keys knots are not smooth) and
@@ -46,7 +48,7 @@ import torch
 from torch import nn
 
 from funknn_fast.jets import JET_COMPONENTS, patch_sample_jets
-from funknn_fast.model import FunkNN, Sine
+from funknn_fast.model import INPUT_SCALE, FunkNN, Sine
 
 ORDERS = ("gradient", "laplacian", "hessian")
 DEFAULT_CHUNK = 1024
@@ -108,8 +110,7 @@ def _affine_jets(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor,
     """x (K N', F) @ weight_t (F, F') with the bias added to the first ``value_rows`` rows."""
     out = x @ weight_t
     if torch.is_grad_enabled() and (bias.requires_grad or out.requires_grad):
-        pad = out.new_zeros(out.shape[0] - value_rows, out.shape[1])
-        return out + torch.cat((bias.expand(value_rows, -1), pad))
+        return torch.cat((out[:value_rows] + bias, out[value_rows:]))
     out[:value_rows] += bias
     return out
 
@@ -188,6 +189,80 @@ def _linear_stack_jets(model: FunkNN, x: torch.Tensor, batch: int, components: i
     return x.view(components, batch, -1)
 
 
+class _ReluRecord:
+    """Masks and max-pool windows of the value pass of a ReLU network, replayed on tangents."""
+
+    def __init__(self) -> None:
+        self.items: list[torch.Tensor] = []
+        self.cursor: int | None = None  # None: recording (value pass)
+
+    def relu_(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cursor is None:
+            mask = x > 0
+            self.items.append(mask)
+        else:
+            mask = self.items[self.cursor]
+            self.cursor += 1
+        return x.mul_(mask)
+
+    def max_pool_(self, x: torch.Tensor) -> torch.Tensor:
+        n, s, _, c = x.shape
+        half = s // 2
+        windows = (
+            x[:, : 2 * half, : 2 * half]
+            .reshape(n, half, 2, half, 2, c)
+            .permute(0, 1, 3, 5, 2, 4)
+            .reshape(n, half, half, c, 4)
+        )
+        if self.cursor is None:
+            index = windows.argmax(dim=-1, keepdim=True)
+            self.items.append(index)
+        else:
+            index = self.items[self.cursor]
+            self.cursor += 1
+        return torch.gather(windows, -1, index).reshape(n, half, half, c)
+
+
+def _relu_network_pass(model: FunkNN, x: torch.Tensor, record: _ReluRecord,
+                       with_bias: bool) -> torch.Tensor:
+    """One component (N, C, p, p) through a ReLU FunkNN network, no autograd, in place."""
+    value_rows = x.shape[0] if with_bias else 0
+    if model.variant == "cnn":
+        x = x.permute(0, 2, 3, 1).contiguous()
+        for k, conv in enumerate(model.convs):
+            y = record.relu_(_conv_same_2x2_jets_inplace(x, conv, value_rows))
+            x = y.add_(x) if k in model.RESIDUAL_CONVS else y
+            if k in model.POOL_AFTER_CONVS:
+                x = record.max_pool_(x)
+        n, s, _, width = x.shape
+        x = x.reshape(n, s * s * width)
+        weight = model.linears[0].weight.view(-1, width, s, s).permute(0, 2, 3, 1)
+        weights = [weight.reshape(-1, s * s * width)] + [lin.weight for lin in model.linears[1:]]
+    else:
+        x = x.reshape(x.shape[0], -1)
+        weights = [lin.weight for lin in model.linears]
+    for k, (weight, linear) in enumerate(zip(weights, model.linears, strict=True)):
+        if k > 0:
+            x = record.relu_(x)
+        x = _affine_jets(x, weight.t(), linear.bias, value_rows)
+    return x
+
+
+def _relu_network_jets_low_memory(model: FunkNN, jets: torch.Tensor) -> torch.Tensor:
+    """ReLU network on jets (K, N, C, p, p) one component at a time (no autograd).
+
+    The value pass records the ReLU masks and max-pool argmaxes; every derivative component then
+    propagates linearly through the same masks, so only one component's activations are alive at
+    a time (about 1/K of the stacked evaluation's memory, the same arithmetic).
+    """
+    record = _ReluRecord()
+    outputs = [_relu_network_pass(model, jets[0], record, with_bias=True)]
+    for component in jets[1:]:
+        record.cursor = 0
+        outputs.append(_relu_network_pass(model, component, record, with_bias=False))
+    return torch.stack(outputs)
+
+
 def network_jets(model: FunkNN, jets: torch.Tensor) -> torch.Tensor:
     """FunkNN output jets (K, N, C) from patch jets (K, N, C, p, p) (centre residual included)."""
     components, batch, channels, p, _ = jets.shape
@@ -195,8 +270,14 @@ def network_jets(model: FunkNN, jets: torch.Tensor) -> torch.Tensor:
         jets.requires_grad or any(q.requires_grad for q in model.parameters())
     )
     centre = jets[:, :, :, p // 2, p // 2]
-    centred = jets - centre[..., None, None]  # the network sees the patch minus its centre
-    if model.variant == "cnn":
+    # The network's input: INPUT_SCALE * (patch - centre sample), linear, so componentwise.
+    centred = INPUT_SCALE * (jets - centre[..., None, None])
+    relu_only = all(isinstance(act, nn.ReLU) for act in model.linear_activations) and (
+        model.variant != "cnn" or all(isinstance(act, nn.ReLU) for act in model.conv_activations)
+    )
+    if inplace and relu_only:
+        out = _relu_network_jets_low_memory(model, centred)
+    elif model.variant == "cnn":
         out = _cnn_jets(model, centred, inplace)
     else:
         flat = centred.reshape(components * batch, channels * p * p)

@@ -155,9 +155,11 @@ def test_fused_float32_model_and_chunks():
     torch.testing.assert_close(d.gradient, whole.gradient)
 
 
+@pytest.mark.parametrize("variant", ["cnn", "mlp"])
 @pytest.mark.parametrize("activation", ["relu", "sin"])
-def test_network_jets_inference_mode_matches_grad_mode(activation):
-    model = make_model("cnn", activation, seed=11)
+def test_network_jets_inference_mode_matches_grad_mode(variant, activation):
+    """Without autograd: in-place kernels (ReLU: one component at a time); same values."""
+    model = make_model(variant, activation, seed=11)
     jets = torch.randn(4, 3, 2, 5, 5, dtype=torch.float64)
     with_grad = network_jets(model, jets)
     with torch.inference_mode():
