@@ -14,10 +14,10 @@ processing the queries in the same chunks (``--chunk`` queries per image at a ti
 * ``autograd (grid_sample)``: the same with the patches from ``F.grid_sample(bicubic,
   reflection)`` (PyTorch's a = -0.75 cubic: a speed baseline, its values differ slightly).
 
-Each method runs in its own subprocess (``--case``). Time: median of ``--repeats`` runs after a
-warm-up on a few queries. The jets run all 32,768 queries; the autograd baselines, much slower,
-run the first ``--baseline-queries`` queries of every image (same chunks, so the same per-chunk
-work) and their time is scaled linearly to the full workload (the table gives both).
+Each method runs in its own subprocess (``--case``). Wall and CPU time: median of ``--repeats``
+runs after a warm-up on a few queries. The jets run all 32,768 queries; the autograd baselines,
+much slower, run the first ``--baseline-queries`` queries of every image (same chunks, so the
+same per-chunk work) and their times are scaled linearly to the full workload.
 Peak memory: growth of the subprocess's maximum resident set
 size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, Linux KiB) over its value after the inputs,
 the model and the warm-up exist (torch's CPU allocator keeps no peak statistics; RSS includes
@@ -132,18 +132,22 @@ def run_case(method: str, args: argparse.Namespace, save: str | None) -> dict:
 
     fn(model, image, coords[:, :4])  # warm-up
     base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         results = chunked()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib
     if save:
         torch.save([r.detach() for r in results], save)
     times.sort()
+    cpu_times.sort()
+    scale = queries / (batch * coords.shape[1])
     return {"seconds": times[len(times) // 2], "all_seconds": times, "peak_mib": peak_kib / 1024,
             "base_mib": base_kib / 1024, "queries": batch * coords.shape[1],
-            "full_seconds": times[len(times) // 2] * queries / (batch * coords.shape[1])}
+            "full_seconds": times[len(times) // 2] * scale,
+            "full_cpu_seconds": cpu_times[len(cpu_times) // 2] * scale}
 
 
 def main() -> None:
@@ -191,15 +195,17 @@ def main() -> None:
                  for a, b in zip(ours, reference, strict=True)]
     jets = results["jets"]
     lines = [
-        "| method | queries timed | time (s) | time for all queries (s) | jets speed-up "
-        "| peak memory growth (MiB) | jets memory / method's |",
-        "|---|---|---|---|---|---|---|",
+        "| method | queries timed | wall time (s) | wall time, all queries (s) | jets speed-up "
+        "(wall) | CPU time, all queries (s) | jets speed-up (CPU) | peak memory growth (MiB) "
+        "| jets memory / method's |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in METHODS:
         r = results[method]
         lines.append(
             f"| {method} | {r['queries']} | {r['seconds']:.2f} | {r['full_seconds']:.1f} | "
-            f"{r['full_seconds'] / jets['full_seconds']:.1f}x | {r['peak_mib']:.0f} | "
+            f"{r['full_seconds'] / jets['full_seconds']:.1f}x | {r['full_cpu_seconds']:.1f} | "
+            f"{r['full_cpu_seconds'] / jets['full_cpu_seconds']:.1f}x | {r['peak_mib']:.0f} | "
             f"{jets['peak_mib'] / max(r['peak_mib'], 1e-9):.2f} |"
         )
     table = "\n".join(lines)
@@ -222,6 +228,8 @@ def main() -> None:
         f"{args.repeats} run(s) after a warm-up, one subprocess per method; the autograd "
         f"baselines run the first {args.baseline_queries} queries of every image and their time "
         "is scaled linearly to all queries (identical chunks, so identical per-chunk work). "
+        "CPU time (user + system of the subprocess, ``time.process_time``) is less sensitive to "
+        "the other jobs on the machine than wall time. "
         "Peak memory: "
         "growth of the subprocess's max RSS (getrusage ru_maxrss) over its value once inputs, "
         "model and warm-up exist. Jets vs op autograd on the common queries, max relative "
