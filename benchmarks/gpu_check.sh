@@ -73,12 +73,9 @@ step "environment" 60 bash -c "
 
 if ((DRY_RUN == 0)); then
   export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
-  build() {
-    "$PYTHON" -m pip install --no-build-isolation --no-deps -e . \
-      || { echo "editable install failed; trying a regular install"; \
-           "$PYTHON" -m pip install --no-build-isolation --no-deps .; }
-  }
-  step "build" 270 build
+  # Offline, into the system Python (PEP 668 marker or not), against the installed torch.
+  step "build" 270 env PIP_BREAK_SYSTEM_PACKAGES=1 "$PYTHON" -m pip install --no-index \
+    --no-build-isolation --no-deps -e .
   step "extension has CUDA kernels" 60 "$PYTHON" -c "
 import funknn_fast
 from funknn_fast._extension import extension_error, has_cuda_kernels
