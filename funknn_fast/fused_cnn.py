@@ -10,7 +10,9 @@ the four shifted views X[:, di:di+s, dj:dj+s] (di, dj in {0, 1}) are concatenate
 into (N s^2, 4 Cin) and multiplied by the (4 Cin, 64) matrix of the kernel taps; the bias rides in
 ``addmm``, the activation and the residual add run in place on the GEMM output. Max-pooling and
 the flatten work on the channels-last layout (the first linear layer's columns are permuted from
-NCHW (c, i, j) to (i, j, c) order). Every op is differentiable, so training can use this path.
+NCHW (c, i, j) to (i, j, c) order). With autograd every op is differentiable (training can use
+this path); without, queries go ``micro`` at a time through preallocated buffers, writing the
+GEMM outputs, activations and residual adds in place.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from funknn_fast.model import INPUT_SCALE
+
+DEFAULT_MICRO = 64  # queries per micro-chunk of the inference path (buffers ~6 MB, L3-resident)
 
 
 def _conv_taps(conv: nn.Conv2d) -> torch.Tensor:
@@ -51,12 +55,22 @@ def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     return pooled.permute(0, 2, 3, 1)
 
 
-def fused_cnn_patch_network(model: nn.Module, patches: torch.Tensor) -> torch.Tensor:
-    """(N, C, p, p) patches -> (N, C): ``model.patch_network`` of a CNN FunkNN, fused path."""
+def fused_cnn_patch_network(model: nn.Module, patches: torch.Tensor,
+                            micro: int = DEFAULT_MICRO) -> torch.Tensor:
+    """(N, C, p, p) patches -> (N, C): ``model.patch_network`` of a CNN FunkNN, fused path.
+
+    Without autograd (``torch.no_grad``/``inference_mode``, or nothing requiring grad) the queries
+    run ``micro`` at a time through preallocated buffers (cache-sized GEMMs, no allocations per
+    layer); otherwise every op is an autograd op.
+    """
     if patches.dim() != 4:
         raise ValueError(f"patches must have shape (N, C, p, p), got {tuple(patches.shape)}")
     inplace = not (torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()))
-    inplace = inplace and not patches.requires_grad
+    inplace = inplace and not (torch.is_grad_enabled() and patches.requires_grad)
+    if patches.shape[0] == 0:
+        return patches.new_zeros(0, model.linears[-1].out_features)
+    if inplace:
+        return _inference_network(model, patches, micro)
     c = patches.shape[-1] // 2
     x = (INPUT_SCALE * (patches - patches[:, :, c : c + 1, c : c + 1])).permute(0, 2, 3, 1)
     for k, (conv, act) in enumerate(zip(model.convs, model.conv_activations, strict=True)):
@@ -76,3 +90,77 @@ def fused_cnn_patch_network(model: nn.Module, patches: torch.Tensor) -> torch.Te
         linear = model.linears[k]
         x = torch.addmm(linear.bias, x, linear.weight.t())
     return x
+
+
+def _prepare(model: nn.Module, channels: int, side: int) -> dict:
+    """Kernel-tap matrices, transposed linear weights, pooled sizes for the inference path."""
+    taps = [_conv_taps(conv).contiguous() for conv in model.convs]
+    sides = [side]
+    for k in range(len(model.convs)):
+        sides.append(sides[-1] // 2 if k in model.POOL_AFTER_CONVS else sides[-1])
+    last = sides[-1]
+    first = model.linears[0].weight
+    width = first.shape[1] // (last * last)
+    first = first.view(-1, width, last, last).permute(0, 2, 3, 1).reshape(first.shape[0], -1)
+    linears = [first.t().contiguous()] + [lin.weight.t().contiguous() for lin in model.linears[1:]]
+    return {"taps": taps, "sides": sides, "linears": linears}
+
+
+def _activate_inplace(x: torch.Tensor, activation: nn.Module) -> torch.Tensor:
+    if isinstance(activation, nn.ReLU):
+        return x.relu_()
+    return x.mul_(activation.w0).sin_()
+
+
+def _inference_network(model: nn.Module, patches: torch.Tensor, micro: int) -> torch.Tensor:
+    """No-autograd path: micro-chunks of queries through preallocated channels-last buffers."""
+    total, channels, side, _ = patches.shape
+    prep = _prepare(model, channels, side)
+    options = {"dtype": patches.dtype, "device": patches.device}
+    width = model.convs[0].out_channels
+    micro = max(1, min(micro, total))
+    # One zero-bordered buffer per (side, channels): activations live in [:, :s, :s].
+    padded = {}
+    for k, s in enumerate(prep["sides"][:-1]):
+        cin = channels if k == 0 else width
+        if (s, cin) not in padded:
+            padded[(s, cin)] = torch.zeros(micro, s + 1, s + 1, cin, **options)
+    columns = {s: torch.empty(micro * s * s * 4 * width, **options) for s in set(prep["sides"])}
+    result = torch.empty(micro * side * side * width, **options)
+    out = torch.empty(total, model.linears[-1].out_features, **options)
+    centre = side // 2
+    for start in range(0, total, micro):
+        chunk = patches[start : start + micro]
+        n = chunk.shape[0]
+        s = side
+        buffer = padded[(s, channels)][:n]
+        centred = chunk - chunk[:, :, centre : centre + 1, centre : centre + 1]
+        buffer[:, :s, :s].copy_(centred.permute(0, 2, 3, 1)).mul_(INPUT_SCALE)
+        for k, (conv, act) in enumerate(zip(model.convs, model.conv_activations, strict=True)):
+            cin = buffer.shape[3]
+            cols = columns[s][: n * s * s * 4 * cin].view(n, s, s, 4 * cin)
+            torch.cat((buffer[:, :s, :s], buffer[:, :s, 1:], buffer[:, 1:, :s], buffer[:, 1:, 1:]),
+                      dim=3, out=cols)
+            y = result[: n * s * s * width].view(n * s * s, width)
+            torch.addmm(conv.bias, cols.view(n * s * s, 4 * cin), prep["taps"][k], out=y)
+            y = _activate_inplace(y, act).view(n, s, s, width)
+            if k in model.RESIDUAL_CONVS:
+                y.add_(buffer[:, :s, :s])
+            if k in model.POOL_AFTER_CONVS:
+                h = s // 2
+                e = 2 * h
+                y = torch.maximum(
+                    torch.maximum(y[:, 0:e:2, 0:e:2], y[:, 0:e:2, 1:e:2]),
+                    torch.maximum(y[:, 1:e:2, 0:e:2], y[:, 1:e:2, 1:e:2]),
+                )
+                s = h
+            if k + 1 < len(model.convs):
+                buffer = padded[(s, width)][:n]
+                buffer[:, :s, :s].copy_(y)
+        x = y.reshape(n, -1)
+        for k, linear in enumerate(model.linears):
+            x = torch.addmm(linear.bias, x, prep["linears"][k])
+            if k < len(model.linear_activations):
+                x = _activate_inplace(x, model.linear_activations[k])
+        out[start : start + n] = x
+    return out

@@ -63,6 +63,19 @@ def test_fused_matches_module_path(activation, channels):
     assert torch.allclose(got, expected, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("micro", [1, 4, 64])
+def test_fused_inference_micro_chunks(micro):
+    torch.manual_seed(7)
+    model = FunkNN(3, "cnn").double()
+    patches = torch.rand(13, 3, 9, 9, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model.patch_network(patches)
+        got = fused_cnn_patch_network(model, patches, micro=micro)
+        empty = fused_cnn_patch_network(model, patches[:0], micro=micro)
+    assert torch.allclose(got, expected, atol=1e-12, rtol=1e-10)
+    assert empty.shape == (0, 3)
+
+
 def test_fused_gradients_match_module_path():
     torch.manual_seed(3)
     model = FunkNN(3, "cnn").double()
