@@ -20,8 +20,12 @@ much slower, run the first ``--baseline-queries`` queries of every image (same c
 same per-chunk work) and their times are scaled linearly to the full workload.
 Peak memory: growth of the subprocess's maximum resident set
 size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, Linux KiB) over its value after the inputs,
-the model and the warm-up exist (torch's CPU allocator keeps no peak statistics; RSS includes
-everything the method allocates, freed pages are returned to the OS by glibc for large blocks).
+the model and the warm-up exist (torch's CPU allocator keeps no peak statistics), measured in a
+second subprocess per method over ``--memory-queries`` queries per image with glibc's mmap
+threshold fixed at 1 MiB (``MALLOC_MMAP_THRESHOLD_``): with glibc's default dynamic threshold,
+freed chunk-sized buffers stay in the heap and the RSS then grows with fragmentation and with the
+number of chunks run, not with the method's live memory. The per-chunk peak does not depend on
+the number of chunks.
 The jets results are checked against the op-autograd results of the same run.
 
 Prints a Markdown table and writes benchmarks/results/derivatives.md.
@@ -119,7 +123,9 @@ def run_case(method: str, args: argparse.Namespace, save: str | None) -> dict:
     torch.set_num_threads(args.threads)
     batch, queries, size = args.workload
     model, image, coords = make_workload(batch, queries, size)
-    if method != "jets":
+    if args.memory_queries:
+        coords = coords[:, :args.memory_queries]
+    elif method != "jets":
         coords = coords[:, :args.baseline_queries]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -159,13 +165,18 @@ def main() -> None:
                         help="queries per image timed for the autograd baselines")
     parser.add_argument("--quick", action="store_true", help="small workload (smoke test)")
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
+    parser.add_argument("--memory-queries", type=int, default=128,
+                        help="queries per image of the memory pass")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-case", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workload = (2, 256, 16) if args.quick else (8, 32768, 64)
     if args.quick:
         args.baseline_queries = min(args.baseline_queries, 64)
     if args.case:
+        if not args.memory_case:
+            args.memory_queries = 0
         print(json.dumps(run_case(args.case, args, args.save)))
         return
 
@@ -186,6 +197,13 @@ def main() -> None:
             results[method] = json.loads(out.strip().splitlines()[-1])
             outputs[method] = torch.load(save)
             print(f"  {method:27s} {results[method]}", file=sys.stderr, flush=True)
+            memory_cmd = cmd[:4] + cmd[6:] + ["--memory-case", "--memory-queries",
+                                               str(args.memory_queries)]
+            out = subprocess.run(memory_cmd, check=True, capture_output=True, text=True,
+                                 env=dict(env, MALLOC_MMAP_THRESHOLD_=str(1 << 20))).stdout
+            results[method]["peak_mib"] = json.loads(out.strip().splitlines()[-1])["peak_mib"]
+            print(f"  {method:27s} memory pass: {results[method]['peak_mib']:.1f} MiB",
+                  file=sys.stderr, flush=True)
     load_after = os.getloadavg()
 
     reference = outputs["autograd (funknn_fast op)"]
@@ -230,7 +248,10 @@ def main() -> None:
         "is scaled linearly to all queries (identical chunks, so identical per-chunk work). "
         "CPU time (user + system of the subprocess, ``time.process_time``) is less sensitive to "
         "the other jobs on the machine than wall time. "
-        "Peak memory: "
+        "Peak memory (a separate pass per method over the first "
+        f"{args.memory_queries} queries of every image, i.e. {args.memory_queries // args.chunk} "
+        "chunks, with glibc's mmap threshold fixed at 1 MiB (MALLOC_MMAP_THRESHOLD_) so that "
+        "freed buffers leave the resident set instead of staying as heap fragmentation): "
         "growth of the subprocess's max RSS (getrusage ru_maxrss) over its value once inputs, "
         "model and warm-up exist. Jets vs op autograd on the common queries, max relative "
         f"difference (value, gradient, Laplacian): {agreement[0]:.1e}, {agreement[1]:.1e}, "

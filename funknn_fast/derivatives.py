@@ -52,6 +52,7 @@ from funknn_fast.model import INPUT_SCALE, FunkNN, Sine
 
 ORDERS = ("gradient", "laplacian", "hessian")
 DEFAULT_CHUNK = 1024
+_TAP_BLOCKS = 4  # no-autograd 2x2 convs: the shifted tap products are formed in 4 blocks
 
 
 @dataclass
@@ -118,18 +119,23 @@ def _affine_jets(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor,
 def _conv_same_2x2_jets_inplace(x: torch.Tensor, conv: nn.Conv2d,
                                 value_batch: int) -> torch.Tensor:
     """No-autograd variant of :func:`_conv_same_2x2_jets`: one GEMM per kernel tap, each tap's
-    product added in place to the shifted output (two activation-sized buffers, not six)."""
+    product added in place to the shifted output (input, output and a quarter-sized tap buffer
+    instead of the six activation-sized buffers of the im2col form)."""
     n, s, _, cin = x.shape
     weight = conv.weight
-    flat = x.reshape(n * s * s, cin)
-    out = (flat @ weight[:, :, 0, 0].t()).view(n, s, s, -1)
+    out = (x.reshape(n * s * s, cin) @ weight[:, :, 0, 0].t()).view(n, s, s, -1)
     out[:value_batch] += conv.bias
-    tap = (flat @ weight[:, :, 0, 1].t()).view(n, s, s, -1)
-    out[:, :, : s - 1] += tap[:, :, 1:]
-    tap = (flat @ weight[:, :, 1, 0].t()).view(n, s, s, -1)
-    out[:, : s - 1] += tap[:, 1:]
-    tap = (flat @ weight[:, :, 1, 1].t()).view(n, s, s, -1)
-    out[:, : s - 1, : s - 1] += tap[:, 1:, 1:]
+    block = max(1, -(-n // _TAP_BLOCKS))  # the tap products live one block of patches at a time
+    for start in range(0, n, block):
+        rows = slice(start, start + block)
+        flat = x[rows].reshape(-1, cin)
+        count = flat.shape[0] // (s * s)
+        tap = (flat @ weight[:, :, 0, 1].t()).view(count, s, s, -1)
+        out[rows, :, : s - 1] += tap[:, :, 1:]
+        tap = (flat @ weight[:, :, 1, 0].t()).view(count, s, s, -1)
+        out[rows, : s - 1] += tap[:, 1:]
+        tap = (flat @ weight[:, :, 1, 1].t()).view(count, s, s, -1)
+        out[rows, : s - 1, : s - 1] += tap[:, 1:, 1:]
     return out
 
 
@@ -206,21 +212,28 @@ class _ReluRecord:
         return x.mul_(mask)
 
     def max_pool_(self, x: torch.Tensor) -> torch.Tensor:
-        n, s, _, c = x.shape
-        half = s // 2
-        windows = (
-            x[:, : 2 * half, : 2 * half]
-            .reshape(n, half, 2, half, 2, c)
-            .permute(0, 1, 3, 5, 2, 4)
-            .reshape(n, half, half, c, 4)
-        )
+        """2x2 max-pool (floor mode) of channels-last x (N, s, s, C) through strided views.
+
+        The value pass keeps, per output, the index (uint8) of the first maximum in the scan order
+        (0, 0), (0, 1), (1, 0), (1, 1) of the window, like ``F.max_pool2d``; tangents select it.
+        """
+        half = x.shape[1] // 2
+        views = [x[:, di : 2 * half : 2, dj : 2 * half : 2] for di in (0, 1) for dj in (0, 1)]
         if self.cursor is None:
-            index = windows.argmax(dim=-1, keepdim=True)
+            best = views[0].clone()
+            index = torch.zeros(best.shape, dtype=torch.uint8, device=x.device)
+            for k in (1, 2, 3):
+                larger = views[k] > best
+                best = torch.where(larger, views[k], best)
+                index.masked_fill_(larger, k)
             self.items.append(index)
-        else:
-            index = self.items[self.cursor]
-            self.cursor += 1
-        return torch.gather(windows, -1, index).reshape(n, half, half, c)
+            return best
+        index = self.items[self.cursor]
+        self.cursor += 1
+        out = views[0].clone()
+        for k in (1, 2, 3):
+            out = torch.where(index == k, views[k], out)
+        return out
 
 
 def _relu_network_pass(model: FunkNN, x: torch.Tensor, record: _ReluRecord,
