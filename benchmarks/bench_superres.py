@@ -391,7 +391,8 @@ def _header(title: str, command: str, threads: int) -> str:
     return (
         f"## {title}\n\n"
         f"Command: `{command}`; machine: {MACHINE}, Python {platform.python_version()}, torch "
-        f"{torch.__version__}, {threads} torch threads; date: {datetime.date.today().isoformat()}; "
+        f"{torch.__version__}, torch threads: {threads}; "
+        f"date: {datetime.date.today().isoformat()}; "
         f"load average at the end: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (the machine was "
         "shared with other jobs while measuring when the load exceeds the thread count).\n"
     )
@@ -455,10 +456,12 @@ def speed_section(x4, sweep, mem, macs, chunk, side, mem_side, command, threads)
         f"{projected['flops'] / 2 / projected['queries'] / 1e6:.2f} M projected), i.e. "
         f"{funknn_macs / liif_macs:.1f}x more. At LIIF's achieved {liif['gflops']:.1f} GFLOP/s, "
         f"FunkNN would need {needed:.1f} GFLOP/s to match it (it achieves "
-        f"{funknn['gflops']:.1f}). Closing the gap needs fewer multiply-adds per query (most of "
-        "FunkNN's are the three 64-channel 2 x 2 convolutions at 9 x 9 before the first "
-        "pooling, about 78%), or a higher arithmetic rate than LIIF's large GEMMs reach (lower "
-        "precision, or a GPU)."
+        f"{funknn['gflops']:.1f}). Two factors: the multiply-adds (most of FunkNN's are the "
+        "three 64-channel 2 x 2 convolutions at 9 x 9 before the first pooling, about 78%) and "
+        "the arithmetic rate (FunkNN's GEMMs have K = 256 and only 64 output columns, LIIF's "
+        "MLP K = 580 or 256 and 256 columns, which run closer to peak). Even at equal GFLOP/s "
+        f"FunkNN stays {funknn_macs / liif_macs:.1f}x behind: matching LIIF needs a cheaper "
+        "per-patch network (fewer multiply-adds per query), not only faster kernels."
     )
     section = [_header("FunkNN against LIIF: throughput and memory (issue 6)", command, threads),
                f"Rendering a {side} x {side} low-resolution photo at x4 ({4 * side} x {4 * side}"
@@ -482,8 +485,10 @@ def speed_section(x4, sweep, mem, macs, chunk, side, mem_side, command, threads)
             rows.append(f"| {name} | {row['queries']:,} | {row['seconds']:.1f} | "
                         f"{row['queries'] / row['seconds']:,.0f} | {row['peak_mib']:.0f} |")
         section += [f"Peak memory of one {4 * mem_side} x {4 * mem_side} output (x4 from "
-                    f"{mem_side} x {mem_side}), chunks of {chunk}: growth of the max RSS of a "
-                    "fresh process per method over its model and input (one run each).", "",
+                    f"{mem_side} x {mem_side}), chunks of {chunk} (FunkNN: "
+                    "`funknn_fast.inference.render`; LIIF: `render_liif`, projected): growth of "
+                    "the peak resident set of a fresh process per method over its model and "
+                    "input (one run each; memory grows with the chunk size).", "",
                     "\n".join(rows), ""]
     else:
         section.append("Peak memory: not measured in this run (`--skip-memory`).")
