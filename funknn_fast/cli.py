@@ -11,7 +11,9 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: list[str] = ["sample", "solve", "train_liif", "derivatives", "train"]
+COMMAND_MODULES: list[str] = [
+    "sample", "solve", "train_liif", "derivatives", "train", "superres", "evaluate"
+]
 
 
 class CommandError(Exception):
