@@ -45,6 +45,14 @@ def test_stages_can_be_trained_apart_and_merged(tmp_path):
     alone = load_parts(tmp_path / "fk", ("funknn",))["funknn"]
     for a, b in zip(merged.funknn.parameters(), alone.parameters(), strict=True):
         assert torch.equal(a, b)
+    # each part comes from the first file that has it
+    run(PriorTrainConfig(**{**TINY, "ae_steps": 1}), tmp_path / "other", ("autoencoder",),
+        lambda r: None)
+    run(config, tmp_path / "first", (), lambda r: None, merge=(tmp_path / "ae", tmp_path / "other"))
+    first = load_parts(tmp_path / "first", ("autoencoder",))["autoencoder"]
+    original = load_parts(tmp_path / "ae", ("autoencoder",))["autoencoder"]
+    for a, b in zip(first.parameters(), original.parameters(), strict=True):
+        assert torch.equal(a, b)
     with pytest.raises(PriorFileError, match="no 'autoencoder' part"):
         load_prior(tmp_path / "fk")
     other = PriorTrainConfig(**{**TINY, "edge_width": 0.2})

@@ -191,7 +191,10 @@ def run(
     log,
     merge: tuple[Path, ...] = (),
 ) -> dict:
-    """Train ``stages`` in order; other parts come from ``out`` (if present), then ``merge``."""
+    """Train ``stages`` in order; other parts come from ``out`` (if present), then ``merge``.
+
+    Each part not trained here is taken from the first of those files that has it.
+    """
     parts, metadata = {}, {"phantoms": config.phantom_info(), "training": {}}
     for source in (out, *merge):
         if source == out and not out.with_name(out.name + ".json").is_file():
@@ -199,7 +202,7 @@ def run(
         previous = read_info(source)
         if previous.get("phantoms", metadata["phantoms"]) != metadata["phantoms"]:
             raise ValueError(f"{source} was trained on other phantoms: {previous['phantoms']}")
-        kept = tuple(p for p in STAGES if p in previous and p not in stages)
+        kept = tuple(p for p in STAGES if p in previous and p not in stages and p not in parts)
         parts.update(load_parts(source, kept))
         for part in kept:
             metadata["training"][part] = previous.get("training", {}).get(part)
@@ -235,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)} ('' with --merge)")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
-                        help="prior files whose parts (other than --stages) are merged in")
+                        help="prior files to take the other parts from (first wins)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--log", type=Path, default=None, help="JSON-lines log file")
     for field in fields(PriorTrainConfig):
