@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.funknn-installed
 SOURCES := pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 
-.PHONY: setup test demo lint bench report
+.PHONY: setup test demo demo-op lint bench report
 
 setup: $(STAMP)
 
@@ -23,11 +23,18 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# The main job: x3.5 and x4 super-resolution of a held-out bundled photograph with the shipped
+# weights; writes PNGs and a comparison figure into out/demo and prints PSNR against bicubic.
 demo: setup
+	$(VENV)/bin/funknn superres --demo -o out/demo
+
+# The core op alone: patch sampling on a bundled photograph with every available backend.
+demo-op: setup
 	$(PY) -m funknn_fast.demo
 
+# Regenerates every benchmark table and BENCHMARKS.md (slow: see benchmarks/run_all.py --help).
 bench: setup
-	$(PY) benchmarks/bench_patch_sample.py
+	$(PY) benchmarks/run_all.py
 
 report:
 	$(PY) benchmarks/make_report.py
