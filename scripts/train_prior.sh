@@ -21,6 +21,9 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-110}
 FLOW_MINUTES=${FLOW_MINUTES:-8}
 AE_MINUTES=$((TRAIN_MINUTES - FLOW_MINUTES))
 N_IMAGES=${N_IMAGES:-20}
+# Derivative problems: steps of warm start on the Poisson reconstruction before the gradient
+# loss (0 = the paper's z = 0 start; 100 measured much better on the short runs, docs/prior.md).
+INIT_STEPS=${INIT_STEPS:-0}
 export OMP_NUM_THREADS=1
 
 # The phantom family and the model sizes (all stages must agree on the phantom options).
@@ -60,9 +63,10 @@ if [[ -n "${EVALUATE:-}" ]]; then
   $PY -m funknn_fast.cli solve ct "${SOLVE[@]}" --angles 60 --noise-snr-db 30 \
     > "$RESULTS/ct.log" 2>&1 &
   CT_PID=$!
-  $PY -m funknn_fast.cli solve derivatives "${SOLVE[@]}" --queries 2048 \
+  $PY -m funknn_fast.cli solve derivatives "${SOLVE[@]}" --queries 2048 --init-steps "$INIT_STEPS" \
     > "$RESULTS/derivatives.log" 2>&1
   $PY -m funknn_fast.cli solve sparse-derivatives "${SOLVE[@]}" --queries 2048 \
+    --init-steps "$INIT_STEPS" \
     --sparse-fraction 0.2 --tv-weight 1e-2 > "$RESULTS/sparse-derivatives.log" 2>&1
   wait "$CT_PID"
   tail -n 2 "$RESULTS"/*.log

@@ -97,6 +97,14 @@ def test_solve_reduces_the_loss(kind):
                       prior, config)
 
 
+def test_warm_start_fits_the_baseline_first():
+    prior = tiny_prior()
+    config = solvers.SolveConfig(size=12, init_steps=5, z_steps=1, finetune_steps=0, z_lr=0.1)
+    problem = solvers.make_problem("derivatives", phantom_parameters([5], "test"), config, EDGE)
+    losses = solvers.solve(problem, prior, config)["losses"]
+    assert len(losses["init"]) == 5 and losses["init"][-1] < losses["init"][0]
+
+
 def test_ct_direct_integrates_funknn_along_the_rays():
     prior = tiny_prior()
     config = solvers.SolveConfig(size=12, angles=4, ct_direct=True)

@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, kind in (("z-steps", int), ("z-lr", float), ("finetune-steps", int),
                        ("finetune-lr", float), ("latent-weight", float), ("tv-weight", float),
                        ("sparse-fraction", float), ("queries", int), ("angles", int),
-                       ("bins", int), ("noise-snr-db", float), ("seed", int)):
+                       ("bins", int), ("noise-snr-db", float), ("init-steps", int),
+                       ("seed", int)):
         parser.add_argument(f"--{name}", type=kind)
     parser.add_argument("--all-queries", action="store_true",
                         help="use every observed gradient at each step (no random subsets)")
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     projection = solvers.autoencoder_projection(problem, prior, config.size,
                                                 phantoms["edge_width"])
     estimates, seconds, final_losses = [], [], []
-    total = config.z_steps + config.finetune_steps
+    total = config.init_steps + config.z_steps + config.finetune_steps
     for k, index in enumerate(indices):
         bar = tqdm(total=total, desc=f"{args.problem} #{index}", disable=args.quiet,
                    file=sys.stderr, leave=False)

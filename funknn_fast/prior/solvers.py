@@ -18,9 +18,12 @@ Problems (``PROBLEMS``), all on phantoms observed through their *continuous* def
 
 Solver (:func:`solve`), one image at a time, as in the paper: Adam on the base latent ``z``
 (``G(z) = decoder(flow.from_base(z))``, ``z = 0`` first) for ``z_steps`` steps, then Adam on a copy
-of the decoder's weights for ``finetune_steps`` steps with ``z`` fixed. Derivative losses use a
-random subset of ``queries`` observed points per step (``None``: all); gradients of FunkNN come
-from ``funknn_fast.derivatives`` (forward-mode jets) or, for any other field, from autograd.
+of the decoder's weights for ``finetune_steps`` steps with ``z`` fixed. Optional (not in the
+paper, off by default): ``init_steps`` steps of Adam on ``z`` that first fit the normalised
+rendering to the normalised baseline reconstruction (a warm start out of ``z = 0``).
+Derivative losses use a random subset of ``queries`` observed points per step (``None``: all);
+gradients of FunkNN come from ``funknn_fast.derivatives`` (forward-mode jets) or, for any other
+field, from autograd.
 
 Baselines (:func:`baseline`): FBP (Ram-Lak) for CT; least-squares Poisson integration of the
 observed gradients (:mod:`.poisson`) for the derivative problems. Metrics (:mod:`.metrics`): SNR
@@ -64,13 +67,14 @@ class SolveConfig:
     bins: int | None = None
     noise_snr_db: float = 30.0
     ct_direct: bool = False
+    init_steps: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("size", "angles"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("z_steps", "finetune_steps"):
+        for name in ("z_steps", "finetune_steps", "init_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.sparse_fraction <= 1.0:
@@ -242,7 +246,21 @@ def solve(
     generator = torch.Generator().manual_seed(config.seed)
     z = torch.zeros(1, prior.latent, requires_grad=True)
     optimizer = torch.optim.Adam([z], lr=config.z_lr)
-    losses: dict[str, list[float]] = {"z": [], "finetune": []}
+    losses: dict[str, list[float]] = {"init": [], "z": [], "finetune": []}
+    if config.init_steps:
+        start = baseline(problem).to(z.dtype)
+        start = (start - start.mean()) / start.std().clamp_min(1e-12)
+        for step in range(config.init_steps):
+            image = prior.render(prior.generate(z), config.size)
+            image = (image - image.mean()) / image.std().clamp_min(1e-12)
+            loss = (image - start).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses["init"].append(loss.item())
+            if progress:
+                progress("init", step, losses["init"][-1])
+        optimizer = torch.optim.Adam([z], lr=config.z_lr)
     for step in range(config.z_steps):
         loss = data_loss(problem, prior, prior.generate(z), config, generator)
         loss = loss + config.latent_weight * z.pow(2).sum()
