@@ -159,13 +159,13 @@ def run_case(method: str, args: argparse.Namespace, save: str | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--chunk", type=int, default=128, help="queries per image per chunk")
+    parser.add_argument("--chunk", type=int, default=32, help="queries per image per chunk")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--baseline-queries", type=int, default=512,
+    parser.add_argument("--baseline-queries", type=int, default=64,
                         help="queries per image timed for the autograd baselines")
     parser.add_argument("--quick", action="store_true", help="small workload (smoke test)")
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
-    parser.add_argument("--memory-queries", type=int, default=128,
+    parser.add_argument("--memory-queries", type=int, default=64,
                         help="queries per image of the memory pass")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
