@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu_workers.h"
 #include "patch_sample_math.h"
 
 namespace funknn {
@@ -218,116 +219,93 @@ void jets_backward_kernel(const JetGeometry& g, const T* grad_jets, const T* ima
   const T scale_x = pixel_per_unit<T>(g.width), scale_y = pixel_per_unit<T>(g.height);
   const T sxx = scale_x * scale_x, sxy = scale_x * scale_y, syy = scale_y * scale_y;
   const bool need_position = need_coords || need_step;
-  const int64_t max_workers = std::max<int64_t>(1, at::get_num_threads());
-  std::vector<T> image_buffers(need_image ? max_workers * image_numel : 0, T(0));
-  std::vector<T> step_partials(max_workers * 2, T(0));
+  WorkerAccumulators<T> partials(image_numel, need_image);
 
-  const int64_t total = g.batch * g.queries;
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(max_workers, (total + 63) / 64));
-  at::parallel_for(0, workers, 1, [&](int64_t first_worker, int64_t last_worker) {
-    for (int64_t worker = first_worker; worker < last_worker; ++worker) {
-      const int64_t begin = total * worker / workers, end = total * (worker + 1) / workers;
-      JetAxisTable<T> cols(p), rows(p);
-      T* gimg = need_image ? image_buffers.data() + worker * image_numel : nullptr;
-      T step_x_acc = T(0), step_y_acc = T(0);
-      for (int64_t bq = begin; bq < end; ++bq) {
-        const int64_t b = bq / g.queries;
-        cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding,
-                  need_position);
-        rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
-                  padding, need_position);
-        T gpx = T(0), gpy = T(0), gsx = T(0), gsy = T(0);
-        for (int64_t c = 0; c < g.channels; ++c) {
-          const int64_t plane_start = (b * g.channels + c) * plane;
-          const T* src = image + plane_start;
-          const T* go = grad_jets + (bq * g.channels + c) * pp;
-          for (int64_t i = 0; i < p; ++i) {
-            for (int64_t j = 0; j < p; ++j) {
-              const int64_t e = i * p + j;
-              const T c_f = go[e];
-              const T c_x = scale_x * go[component_stride + e];
-              const T c_y = scale_y * go[2 * component_stride + e];
-              T c_xx = 0, c_xy = 0, c_yy = 0;
-              if (mode == kJetsLaplacian) {
-                c_xx = sxx * go[3 * component_stride + e];
-                c_yy = syy * go[3 * component_stride + e];
-              } else if (mode == kJetsHessian) {
-                c_xx = sxx * go[3 * component_stride + e];
-                c_xy = sxy * go[4 * component_stride + e];
-                c_yy = syy * go[5 * component_stride + e];
-              }
-              const int64_t* col = &cols.offset[j * 4];
-              const T* wx = &cols.w[j * 4];
-              const T* dwx = &cols.d1[j * 4];
-              const T* d2wx = &cols.d2[j * 4];
-              const T* d3wx = &cols.d3[j * 4];
-              T a0[4], a1[4], a2[4], a0x[4], a1x[4], a2x[4];
-              for (int k = 0; k < 4; ++k) {
-                a0[k] = c_f * wx[k] + c_x * dwx[k] + c_xx * d2wx[k];
-                a1[k] = c_y * wx[k] + c_xy * dwx[k];
-                a2[k] = c_yy * wx[k];
-                if (need_position) {
-                  a0x[k] = c_f * dwx[k] + c_x * d2wx[k] + c_xx * d3wx[k];
-                  a1x[k] = c_y * dwx[k] + c_xy * d2wx[k];
-                  a2x[k] = c_yy * dwx[k];
+  const int64_t workers = for_each_worker(
+      g.batch * g.queries, 64, [&](int64_t worker, int64_t begin, int64_t end) {
+        JetAxisTable<T> cols(p), rows(p);
+        T* gimg = partials.image(worker);
+        T step_x_acc = T(0), step_y_acc = T(0);
+        for (int64_t bq = begin; bq < end; ++bq) {
+          const int64_t b = bq / g.queries;
+          cols.fill(normalized_to_pixel<T>(coords[bq * 2], g.width), sx, g.width, 1, padding,
+                    need_position);
+          rows.fill(normalized_to_pixel<T>(coords[bq * 2 + 1], g.height), sy, g.height, g.width,
+                    padding, need_position);
+          T gpx = T(0), gpy = T(0), gsx = T(0), gsy = T(0);
+          for (int64_t c = 0; c < g.channels; ++c) {
+            const int64_t plane_start = (b * g.channels + c) * plane;
+            const T* src = image + plane_start;
+            const T* go = grad_jets + (bq * g.channels + c) * pp;
+            for (int64_t i = 0; i < p; ++i) {
+              for (int64_t j = 0; j < p; ++j) {
+                const int64_t e = i * p + j;
+                const T c_f = go[e];
+                const T c_x = scale_x * go[component_stride + e];
+                const T c_y = scale_y * go[2 * component_stride + e];
+                T c_xx = 0, c_xy = 0, c_yy = 0;
+                if (mode == kJetsLaplacian) {
+                  c_xx = sxx * go[3 * component_stride + e];
+                  c_yy = syy * go[3 * component_stride + e];
+                } else if (mode == kJetsHessian) {
+                  c_xx = sxx * go[3 * component_stride + e];
+                  c_xy = sxy * go[4 * component_stride + e];
+                  c_yy = syy * go[5 * component_stride + e];
                 }
-              }
-              T hx = T(0), hy = T(0);
-              for (int l = 0; l < 4; ++l) {
-                const int64_t row_offset = rows.offset[i * 4 + l];
-                const T wy = rows.w[i * 4 + l], dwy = rows.d1[i * 4 + l],
-                        d2wy = rows.d2[i * 4 + l];
-                if (need_position) {
-                  const T d3wy = rows.d3[i * 4 + l];
-                  const T* src_row = src + row_offset;
-                  for (int k = 0; k < 4; ++k) {
-                    const T v = src_row[col[k]];
-                    hx += v * (wy * a0x[k] + dwy * a1x[k] + d2wy * a2x[k]);
-                    hy += v * (dwy * a0[k] + d2wy * a1[k] + d3wy * a2[k]);
+                const int64_t* col = &cols.offset[j * 4];
+                const T* wx = &cols.w[j * 4];
+                const T* dwx = &cols.d1[j * 4];
+                const T* d2wx = &cols.d2[j * 4];
+                const T* d3wx = &cols.d3[j * 4];
+                T a0[4], a1[4], a2[4], a0x[4], a1x[4], a2x[4];
+                for (int k = 0; k < 4; ++k) {
+                  a0[k] = c_f * wx[k] + c_x * dwx[k] + c_xx * d2wx[k];
+                  a1[k] = c_y * wx[k] + c_xy * dwx[k];
+                  a2[k] = c_yy * wx[k];
+                  if (need_position) {
+                    a0x[k] = c_f * dwx[k] + c_x * d2wx[k] + c_xx * d3wx[k];
+                    a1x[k] = c_y * dwx[k] + c_xy * d2wx[k];
+                    a2x[k] = c_yy * dwx[k];
                   }
                 }
-                if (gimg) {
-                  T* dst_row = gimg + plane_start + row_offset;
-                  for (int k = 0; k < 4; ++k)
-                    dst_row[col[k]] += wy * a0[k] + dwy * a1[k] + d2wy * a2[k];
+                T hx = T(0), hy = T(0);
+                for (int l = 0; l < 4; ++l) {
+                  const int64_t row_offset = rows.offset[i * 4 + l];
+                  const T wy = rows.w[i * 4 + l], dwy = rows.d1[i * 4 + l],
+                          d2wy = rows.d2[i * 4 + l];
+                  if (need_position) {
+                    const T d3wy = rows.d3[i * 4 + l];
+                    const T* src_row = src + row_offset;
+                    for (int k = 0; k < 4; ++k) {
+                      const T v = src_row[col[k]];
+                      hx += v * (wy * a0x[k] + dwy * a1x[k] + d2wy * a2x[k]);
+                      hy += v * (dwy * a0[k] + d2wy * a1[k] + d3wy * a2[k]);
+                    }
+                  }
+                  if (gimg) {
+                    T* dst_row = gimg + plane_start + row_offset;
+                    for (int k = 0; k < 4; ++k)
+                      dst_row[col[k]] += wy * a0[k] + dwy * a1[k] + d2wy * a2[k];
+                  }
                 }
+                gpx += hx;
+                gpy += hy;
+                gsx += hx * cols.shift[j];
+                gsy += hy * rows.shift[i];
               }
-              gpx += hx;
-              gpy += hy;
-              gsx += hx * cols.shift[j];
-              gsy += hy * rows.shift[i];
             }
           }
+          if (need_coords) {
+            grad_coords[bq * 2] = gpx * scale_x;
+            grad_coords[bq * 2 + 1] = gpy * scale_y;
+          }
+          step_x_acc += gsx;
+          step_y_acc += gsy;
         }
-        if (need_coords) {
-          grad_coords[bq * 2] = gpx * scale_x;
-          grad_coords[bq * 2 + 1] = gpy * scale_y;
-        }
-        step_x_acc += gsx;
-        step_y_acc += gsy;
-      }
-      step_partials[worker * 2] = step_x_acc;
-      step_partials[worker * 2 + 1] = step_y_acc;
-    }
-  });
+        partials.set_step(worker, step_x_acc, step_y_acc);
+      });
 
-  if (need_step) {
-    grad_step[0] = T(0);
-    grad_step[1] = T(0);
-    for (int64_t w = 0; w < workers; ++w) {
-      grad_step[0] += step_partials[w * 2];
-      grad_step[1] += step_partials[w * 2 + 1];
-    }
-  }
-  if (need_image) {
-    at::parallel_for(0, image_numel, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        T sum = T(0);
-        for (int64_t w = 0; w < workers; ++w) sum += image_buffers[w * image_numel + e];
-        grad_image[e] = sum;
-      }
-    });
-  }
+  partials.reduce(workers, need_step ? grad_step : nullptr, need_image ? grad_image : nullptr);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_sample_jets_backward_cpu(

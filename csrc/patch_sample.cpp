@@ -23,6 +23,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu_workers.h"
 #include "patch_sample_math.h"
 
 namespace funknn {
@@ -94,18 +95,6 @@ void check_inputs(const at::Tensor& image, const at::Tensor& coords, const at::T
   TORCH_CHECK(padding >= kZeros && padding <= kReflection,
               "patch_sample: padding code must be 0, 1 or 2, got ", padding);
   TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1, "patch_sample: image H and W must be >= 1");
-}
-
-// Splits [0, total) into one contiguous range per worker and runs fn(worker, begin, end).
-template <typename Fn>
-int64_t for_each_worker(int64_t total, int64_t grain, const Fn& fn) {
-  const int64_t workers =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (total + grain - 1) / grain));
-  at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
-    for (int64_t worker = first; worker < last; ++worker)
-      fn(worker, total * worker / workers, total * (worker + 1) / workers);
-  });
-  return workers;
 }
 
 // ---------------------------------------------------------------- channel vectors
@@ -224,14 +213,12 @@ void backward_kernel(const Geometry& g, const T* grad_out, const T* image, const
   const bool need_position = need_coords || need_step;
   const int order = need_position ? 1 : 0;
   const T scale_x = pixel_per_unit<T>(g.width), scale_y = pixel_per_unit<T>(g.height);
-  const int64_t max_workers = std::max<int64_t>(1, at::get_num_threads());
-  std::vector<T> image_buffers(need_image ? max_workers * image_numel : 0, T(0));
-  std::vector<T> step_partials(max_workers * 2, T(0));
+  WorkerAccumulators<T> partials(image_numel, need_image);
 
   const int64_t workers = for_each_worker(
       g.batch * g.queries, 64, [&](int64_t worker, int64_t begin, int64_t end) {
         AxisTable<T> cols(p), rows(p);
-        T* gimg = need_image ? image_buffers.data() + worker * image_numel : nullptr;
+        T* gimg = partials.image(worker);
         T step_x_acc = T(0), step_y_acc = T(0);
         for (int64_t bq = begin; bq < end; ++bq) {
           const int64_t image_start = (bq / g.queries) * batch_stride;
@@ -286,27 +273,10 @@ void backward_kernel(const Geometry& g, const T* grad_out, const T* image, const
           step_x_acc += lane_sum<T>(gsx);
           step_y_acc += lane_sum<T>(gsy);
         }
-        step_partials[worker * 2] = step_x_acc;
-        step_partials[worker * 2 + 1] = step_y_acc;
+        partials.set_step(worker, step_x_acc, step_y_acc);
       });
 
-  if (need_step) {
-    grad_step[0] = T(0);
-    grad_step[1] = T(0);
-    for (int64_t w = 0; w < workers; ++w) {
-      grad_step[0] += step_partials[w * 2];
-      grad_step[1] += step_partials[w * 2 + 1];
-    }
-  }
-  if (need_image) {
-    at::parallel_for(0, image_numel, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        T sum = T(0);
-        for (int64_t w = 0; w < workers; ++w) sum += image_buffers[w * image_numel + e];
-        grad_image[e] = sum;
-      }
-    });
-  }
+  partials.reduce(workers, need_step ? grad_step : nullptr, need_image ? grad_image : nullptr);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_sample_backward_cpu(
@@ -365,15 +335,13 @@ void double_backward_kernel(const Geometry& g, const T* grad_out, const T* image
   const T v_sx = v_step ? v_step[0] : T(0), v_sy = v_step ? v_step[1] : T(0);
   const bool need_position = need_coords || need_step;
   const bool image_terms = need_image && has_direction;
-  const int64_t max_workers = std::max<int64_t>(1, at::get_num_threads());
-  std::vector<T> image_buffers(image_terms ? max_workers * image_numel : 0, T(0));
-  std::vector<T> step_partials(max_workers * 2, T(0));
+  WorkerAccumulators<T> partials(image_numel, image_terms);
 
   const int64_t workers = for_each_worker(
       g.batch * g.queries, 64, [&](int64_t worker, int64_t begin, int64_t end) {
         AxisTable<T> cols(p), rows(p);
         std::vector<T> du_x(p), du_y(p);
-        T* gimg = image_terms ? image_buffers.data() + worker * image_numel : nullptr;
+        T* gimg = partials.image(worker);
         T step_x_acc = T(0), step_y_acc = T(0);
         for (int64_t bq = begin; bq < end; ++bq) {
           const int64_t image_start = (bq / g.queries) * batch_stride;
@@ -463,25 +431,10 @@ void double_backward_kernel(const Geometry& g, const T* grad_out, const T* image
           step_x_acc += lane_sum<T>(gsx);
           step_y_acc += lane_sum<T>(gsy);
         }
-        step_partials[worker * 2] = step_x_acc;
-        step_partials[worker * 2 + 1] = step_y_acc;
+        partials.set_step(worker, step_x_acc, step_y_acc);
       });
 
-  if (need_step) {
-    for (int64_t w = 0; w < workers; ++w) {
-      out_step[0] += step_partials[w * 2];
-      out_step[1] += step_partials[w * 2 + 1];
-    }
-  }
-  if (image_terms) {
-    at::parallel_for(0, image_numel, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        T sum = T(0);
-        for (int64_t w = 0; w < workers; ++w) sum += image_buffers[w * image_numel + e];
-        out_image[e] = sum;
-      }
-    });
-  }
+  partials.reduce(workers, need_step ? out_step : nullptr, image_terms ? out_image : nullptr);
 }
 
 template <typename T>
