@@ -140,7 +140,8 @@ def main() -> None:
     section = (
         "## patch_sample on CPU (issue 2)\n\n"
         f"Command: `python benchmarks/bench_patch_sample.py --repeats {repeats}`; "
-        f"machine: 2-core AMD EPYC (Zen 2) CPU, Python {platform.python_version()}, torch threads = 2; "
+        "machine: 2-core AMD EPYC (Zen 2) CPU, "
+        f"Python {platform.python_version()}, torch threads = 2; "
         f"date: {datetime.date.today().isoformat()}; load average at the end: "
         f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}.\n"
         f"Workload: {batch} images of 3 x {size} x {size}, {queries} queries in all, p = 9, "
