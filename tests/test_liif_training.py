@@ -76,6 +76,18 @@ def test_wall_clock_budget_stops_training(photo_folder, tiny_sizes, tmp_path):
     assert (tmp_path / "run" / "liif_edsr.safetensors").is_file()
 
 
+def test_cpu_clock_budget_counts_process_time(photo_folder, tiny_sizes, tmp_path, monkeypatch):
+    ticks = iter(float(t) for t in range(1000))
+    monkeypatch.setitem(liif_training.CLOCKS, "cpu", lambda: next(ticks))
+    train_liif(_config(photo_folder, steps=1000, max_seconds=2.5, clock="cpu",
+                       log_every=1000, checkpoint_every=1000), tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "liif_edsr.json").read_text())
+    # clock reads: start 0, then 1 and 2 before steps 0 and 1, 3 stops before step 2.
+    assert record["steps_done"] == 2 and record["clock"] == "cpu"
+    with pytest.raises(ValueError, match="clock"):
+        LIIFTrainConfig(clock="gpu")
+
+
 def test_schedule_warmup_cosine_and_time_budget():
     config = LIIFTrainConfig(steps=101, warmup=1, lr=1e-3, lr_min=1e-5)
     assert schedule(config, 0, 0.0) == pytest.approx(1e-3)

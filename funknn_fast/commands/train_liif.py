@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mode", choices=("single", "continuous", "factor"))
     parser.add_argument("--data", help='"bundled" or a folder of PNG/JPEG images')
     parser.add_argument("--loss", choices=("l1", "l2"))
+    parser.add_argument("--clock", choices=("wall", "cpu"),
+                        help="what --max-seconds counts: wall-clock seconds (default) or this "
+                             "process's CPU seconds (fair when other jobs share the machine)")
     for name, kind in (("crop-size", int), ("batch-size", int), ("queries", int),
                        ("min-scale", float), ("max-scale", float), ("steps", int),
                        ("max-seconds", float), ("lr", float), ("lr-min", float),
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     values: dict = {"size": args.size}
     if args.match_funknn:
         values.update(_funknn_protocol(args.match_funknn))
-    for key in ("mode", "data", "loss", "crop_size", "batch_size", "queries", "min_scale",
+    for key in ("mode", "data", "loss", "clock", "crop_size", "batch_size", "queries", "min_scale",
                 "max_scale", "steps", "max_seconds", "lr", "lr_min", "warmup", "seed",
                 "checkpoint_every", "log_every", "threads"):
         if getattr(args, key) is not None:
