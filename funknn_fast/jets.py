@@ -21,8 +21,19 @@ Contract (same conventions as ``funknn_fast.patch_sample``):
 * Differentiable to first order in ``image``, ``coords`` and ``step`` on every backend (the
   derivatives in ``coords`` and ``step`` use the third derivatives of the Keys weights, constant
   on each cell); to any order on ``backend="torch"``.
-* Backends: "torch" (plain PyTorch, any device), "cpu" (C++ kernels in csrc/patch_jets.cpp).
-  "auto" takes "cpu" for CPU float32/float64 tensors and "torch" otherwise.
+* Backends (``backend=``):
+  "torch"  plain PyTorch (``patch_sample_jets_reference``), any device and dtype, any order;
+  "cpu"    C++ kernels (csrc/patch_jets.cpp), CPU float32/float64 tensors;
+  "triton" fused Triton kernels (kernels/patch_jets_triton.py, ops
+           ``funknn_fast::triton_patch_sample_jets*``), CUDA tensors, or CPU tensors when
+           TRITON_INTERPRET=1 was set before import (how CI checks them); float16/bfloat16
+           images with float32 coords accumulate in float32;
+  "cuda"   CUDA C++ kernels (the CUDA key of ``funknn_fast::patch_sample_jets``,
+           csrc/cuda/patch_jets_cuda.cu), CUDA tensors, when the extension was built with them.
+  "auto" (or the ``FUNKNN_BACKEND`` environment variable, as for ``patch_sample``) takes, on
+  CUDA tensors, "triton", else "cuda", else "torch"; on CPU tensors "cpu" for float32/float64,
+  else "torch". An explicitly named backend that cannot run the call raises
+  ``BackendUnavailableError``.
 """
 
 from __future__ import annotations
@@ -187,6 +198,34 @@ if OPS is not None:
     )
 
 
+# ---------------------------------------------------------------- backend choice
+
+
+def has_cuda_jets_kernels() -> bool:
+    """True when the compiled extension registers CUDA kernels of ``patch_sample_jets``."""
+    return OPS is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "funknn_fast::patch_sample_jets", "CUDA"
+    )
+
+
+def _select_jets_backend(backend: str, image: torch.Tensor) -> str:
+    """The backend of one call (module docstring): ``patch_sample``'s choice, except that "cuda"
+    also needs the jets CUDA kernels ("auto" then falls back to "torch")."""
+    try:
+        name = select_backend(backend, image)
+    except BackendUnavailableError as error:
+        raise BackendUnavailableError(f"patch_sample_jets: {error}") from None
+    if name == "cuda" and not has_cuda_jets_kernels():
+        if backend == "auto":
+            return "torch"
+        raise BackendUnavailableError(
+            "patch_sample_jets: backend 'cuda' is unavailable: the compiled extension has no "
+            "CUDA jets kernels (csrc/cuda/patch_jets_cuda.cu was not built); use 'triton', "
+            "'torch' or 'auto'"
+        )
+    return name
+
+
 # ---------------------------------------------------------------- public entry point
 
 
@@ -208,7 +247,7 @@ def patch_sample_jets(
         patch_size: p >= 1.
         padding: "reflection", "border" or "zeros".
         derivatives: "gradient" (K = 3), "laplacian" (K = 4) or "hessian" (K = 6).
-        backend: "auto", "torch" or "cpu".
+        backend: "auto", "torch", "cpu", "triton" or "cuda" (module docstring).
 
     Returns:
         Tensor (K, B, Q, C, p, p) of image's dtype; derivatives in normalised coordinates.
@@ -222,13 +261,13 @@ def patch_sample_jets(
     code = padding_code(padding)
     mode = jet_mode(derivatives)
     step_tensor = _as_step_tensor(step, image, coords)
-    if backend in ("cuda", "triton"):
-        raise BackendUnavailableError(
-            f"backend {backend!r} has no patch_sample_jets kernel; use 'torch' or 'auto'"
-        )
-    name = select_backend(backend, image)
-    if name == "cpu":
+    name = _select_jets_backend(backend, image)
+    if name in ("cpu", "cuda"):
         return OPS.patch_sample_jets(image, coords, step_tensor, patch_size, code, mode)
+    if name == "triton":
+        from funknn_fast.kernels.patch_jets_triton import forward_op
+
+        return forward_op(image, coords, step_tensor, patch_size, code, mode)
     return patch_sample_jets_reference(
         image, coords.to(image.dtype), step_tensor.to(image.dtype), patch_size, padding,
         derivatives,

@@ -1,13 +1,14 @@
 """Ahead-of-time compile check of the Triton kernels of ``patch_sample``, without a GPU.
 
-Compiles the forward, backward and double-backward kernels of ``patch_sample_triton`` for a CUDA
-target (default sm_90, the H100) through Triton's own compiler and its bundled ptxas, and reports
-per variant the registers and spill bytes that ptxas gives and whether the forward's image reads
-became vector loads. Catches what the interpreter cannot: type errors of the compiled language,
+Compiles the forward, backward and double-backward kernels of ``patch_sample_triton`` (or, with
+``--jets``, the forward and backward kernels of ``patch_jets_triton``) for a CUDA target (default
+sm_90, the H100) through Triton's own compiler and its bundled ptxas, and reports per variant the
+registers and spill bytes that ptxas gives and whether the forward's image reads became vector
+loads. Catches what the interpreter cannot: type errors of the compiled language,
 unsupported atomics, register spills. Must run without TRITON_INTERPRET=1 (the kernels would be
 interpreted functions then).
 
-Usage: python -m funknn_fast.kernels.aot_check [--arch 90] [--quick]
+Usage: python -m funknn_fast.kernels.aot_check [--arch 90] [--quick] [--jets]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from funknn_fast.kernels import patch_jets_triton as pjt
 from funknn_fast.kernels import patch_sample_triton as pst
 
 _TYPES = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32", "fp64": "*fp64"}
@@ -91,6 +93,49 @@ def variants(quick: bool, patch_size: int = 9) -> list[tuple[str, object, dict, 
     return out
 
 
+def jets_variants(
+    quick: bool, patch_size: int = 9
+) -> list[tuple[str, object, dict, dict, dict, int]]:
+    """Variants of the ``patch_jets_triton`` kernels, with the launch configurations it uses:
+    every mode of the forward and backward (quick: the widest mode per dtype, and the others in
+    float32)."""
+    import torch
+
+    out = []
+    images = ["bf16", "fp32", "fp64"] if quick else ["fp16", "bf16", "fp32", "fp64"]
+    torch_dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
+                    "fp64": torch.float64}
+    block, forward_warps = pst._forward_launch_config()
+    padded, per_program, backward_warps = pst._tile_config(patch_size, 256)
+    for image in images:
+        c = _compute(image)
+        modes = [0, 1, 2] if image == "fp32" or not quick else [2]
+        pointers = {"image_ptr": _TYPES[image], "coords_ptr": _TYPES[c], "step_ptr": _TYPES[c],
+                    "out_ptr": _TYPES[image]}
+        chunk = pst._channel_chunk(3, torch_dtypes[image])
+        for mode in modes:
+            constexprs = {"P": patch_size, "CB": chunk, "PADDING": 2, "MODE": mode, "BLOCK": block}
+            out.append((f"jets forward {image} mode={mode} CB={chunk}", pjt._jets_forward_kernel,
+                        pointers, {"total": "i64", "component_stride": "i64"}, constexprs,
+                        forward_warps))
+        backward_pointers = {
+            "go_ptr": _TYPES[image], "image_ptr": _TYPES[image], "coords_ptr": _TYPES[c],
+            "step_ptr": _TYPES[c], "gimg_ptr": _TYPES[c], "gcoords_ptr": _TYPES[c],
+            "partial_ptr": _TYPES[c], "val_ptr": _TYPES[c], "idx_ptr": "*i64",
+        }
+        ints = {"q_begin": "i64", "q_end": "i64", "partial_offset": "i64",
+                "component_stride": "i64"}
+        for mode in modes:
+            for deterministic in [False, True] if image == "fp32" and mode == 2 else [False]:
+                constexprs = {"P": patch_size, "PPAD": padded, "PADDING": 2, "MODE": mode,
+                              "BLOCK_Q": per_program, "NEED_IMAGE": True, "NEED_POS": True,
+                              "DETERMINISTIC": deterministic}
+                out.append((f"jets backward {image} mode={mode} det={deterministic}",
+                            pjt._jets_backward_kernel, backward_pointers, ints, constexprs,
+                            backward_warps))
+    return out
+
+
 def _ptxas_usage(ptx: str, arch: int) -> tuple[int, int]:
     """(registers, spill bytes) that ptxas -v reports for the kernel in ``ptx``."""
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
@@ -107,12 +152,13 @@ def _ptxas_usage(ptx: str, arch: int) -> tuple[int, int]:
     return (int(registers.group(1)) if registers else -1, int(spills.group(1)) if spills else -1)
 
 
-def compile_all(arch: int, quick: bool) -> list[dict]:
+def compile_all(arch: int, quick: bool, jets: bool = False) -> list[dict]:
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("aot_check needs TRITON_INTERPRET unset (compiled kernels)")
     target = GPUTarget("cuda", arch, 32)
     report = []
-    for label, kernel, pointers, ints, constexprs, warps in variants(quick):
+    chosen = jets_variants(quick) if jets else variants(quick)
+    for label, kernel, pointers, ints, constexprs, warps in chosen:
         start = time.perf_counter()
         signature = _signature(kernel, pointers, ints, constexprs)
         attrs = {(i,): [["tt.divisibility", 16]]
@@ -138,8 +184,10 @@ def main() -> int:
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90")
     parser.add_argument("--quick", action="store_true", help="a representative subset")
     parser.add_argument("--json", action="store_true", help="print one JSON list")
+    parser.add_argument("--jets", action="store_true",
+                        help="the kernels of patch_jets_triton instead of patch_sample_triton")
     args = parser.parse_args()
-    report = compile_all(args.arch, args.quick)
+    report = compile_all(args.arch, args.quick, args.jets)
     if args.json:
         print(json.dumps(report))
     else:
