@@ -6,15 +6,12 @@
 //                              output_mask) -> (grad_image, grad_coords, grad_step)
 //
 // Every sample of a patch moves with the query, so d/dx of sample (i, j) is the x derivative of
-// the interpolant at that sample's position. Components (normalised coordinates, chain factors
-// s_x = W / 2 and s_y = H / 2 from csrc/patch_sample_math.h):
-//   mode 0 (K = 3): f, s_x f_x, s_y f_y
-//   mode 1 (K = 4): f, s_x f_x, s_y f_y, s_x^2 f_xx + s_y^2 f_yy              (Laplacian)
-//   mode 2 (K = 6): f, s_x f_x, s_y f_y, s_x^2 f_xx, s_x s_y f_xy, s_y^2 f_yy  (Hessian)
-// where f_x = d f / d(pixel x) etc. The backward contracts grad_jets with the jets' derivatives
-// in the image (a scatter of the combined weights), in the query position (third derivatives of
-// the Keys weights enter for the second-order components) and in the step (sample (i, j) moves
-// by (j - (p-1)/2, i - (p-1)/2) pixels per unit step).
+// the interpolant at that sample's position. The components of each mode and the per-sample math
+// (jet weights, row accumulation, backward coefficients) are in csrc/patch_jets_math.h, shared
+// with the CUDA kernels (csrc/cuda/patch_jets_cuda.cu). The backward contracts grad_jets with the
+// jets' derivatives in the image (a scatter of the combined weights), in the query position
+// (third derivatives of the Keys weights enter for the second-order components) and in the step
+// (sample (i, j) moves by (j - (p-1)/2, i - (p-1)/2) pixels per unit step).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -25,16 +22,11 @@
 #include <vector>
 
 #include "cpu_workers.h"
+#include "patch_jets_math.h"
 #include "patch_sample_math.h"
 
 namespace funknn {
 namespace {
-
-constexpr int64_t kJetsGradient = 0;
-constexpr int64_t kJetsLaplacian = 1;
-constexpr int64_t kJetsHessian = 2;
-
-int64_t jet_components(int64_t mode) { return mode == kJetsGradient ? 3 : (mode == kJetsLaplacian ? 4 : 6); }
 
 // Per-axis tap tables of one query: padded offsets (times the axis stride) and the Keys weights
 // with their first, second and third derivatives in the pixel position, for each of the p
@@ -58,31 +50,12 @@ struct JetAxisTable {
       bool valid[4];
       T t;
       const bool inside = axis_taps<T>(centre + shift[s] * step, n, padding, index, valid, &t);
-      keys_weights<T>(t, &w[s * 4]);
-      keys_weights_d1<T>(t, &d1[s * 4]);
-      keys_weights_d2<T>(t, &d2[s * 4]);
-      if (third) {
-        keys_weights_d3<T>(&d3[s * 4]);
-        // NaN positions propagate NaN into the constant third derivative as well.
-        for (int k = 0; k < 4; ++k) d3[s * 4 + k] += t - t;
-      }
-      for (int k = 0; k < 4; ++k) {
-        offset[s * 4 + k] = index[k] * stride;
-        if (!valid[k]) w[s * 4 + k] = T(0);
-        if (!valid[k] || !inside) {
-          d1[s * 4 + k] = T(0);
-          d2[s * 4 + k] = T(0);
-          if (third) d3[s * 4 + k] = T(0);
-        }
-      }
+      jet_axis_weights<T>(t, valid, inside, third, &w[s * 4], &d1[s * 4], &d2[s * 4],
+                          &d3[s * 4]);
+      for (int k = 0; k < 4; ++k) offset[s * 4 + k] = index[k] * stride;
     }
   }
 };
-
-template <typename T>
-inline T dot4(const T* a, const T* row, const int64_t* col) {
-  return a[0] * row[col[0]] + a[1] * row[col[1]] + a[2] * row[col[2]] + a[3] * row[col[3]];
-}
 
 struct JetGeometry {
   int64_t batch, channels, height, width, queries, p, components;
@@ -126,9 +99,9 @@ void jets_forward_kernel(const JetGeometry& g, const T* image, const T* coords, 
                          T* out, int64_t padding, int64_t mode) {
   const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
   const int64_t component_stride = g.batch * g.queries * g.channels * pp;
+  const int components = jet_components(mode);
   const T sx = step[0], sy = step[1];
-  const T scale_x = pixel_per_unit<T>(g.width), scale_y = pixel_per_unit<T>(g.height);
-  const T sxx = scale_x * scale_x, sxy = scale_x * scale_y, syy = scale_y * scale_y;
+  const JetScales<T> scales = jet_scales<T>(g.width, g.height);
   const bool second = mode != kJetsGradient;
   at::parallel_for(0, g.batch * g.queries, 16, [&](int64_t begin, int64_t end) {
     JetAxisTable<T> cols(p), rows(p);
@@ -146,31 +119,17 @@ void jets_forward_kernel(const JetGeometry& g, const T* image, const T* coords, 
             const T* wx = &cols.w[j * 4];
             const T* dwx = &cols.d1[j * 4];
             const T* d2wx = &cols.d2[j * 4];
-            T f = 0, fx = 0, fy = 0, fxx = 0, fxy = 0, fyy = 0;
+            JetSums<T> sums = jet_sums_zero<T>();
             for (int l = 0; l < 4; ++l) {
               const T* src_row = src + rows.offset[i * 4 + l];
-              const T wy = rows.w[i * 4 + l], dwy = rows.d1[i * 4 + l];
-              const T a = dot4(wx, src_row, col), ax = dot4(dwx, src_row, col);
-              f += wy * a;
-              fx += wy * ax;
-              fy += dwy * a;
-              if (second) {
-                fxx += wy * dot4(d2wx, src_row, col);
-                fxy += dwy * ax;
-                fyy += rows.d2[i * 4 + l] * a;
-              }
+              const T v[4] = {src_row[col[0]], src_row[col[1]], src_row[col[2]], src_row[col[3]]};
+              jet_add_row(v, wx, dwx, d2wx, rows.w[i * 4 + l], rows.d1[i * 4 + l],
+                          rows.d2[i * 4 + l], second, &sums);
             }
+            T values[6];
+            jet_outputs(sums, scales, mode, values);
             const int64_t e = i * p + j;
-            dst[e] = f;
-            dst[component_stride + e] = scale_x * fx;
-            dst[2 * component_stride + e] = scale_y * fy;
-            if (mode == kJetsLaplacian) {
-              dst[3 * component_stride + e] = sxx * fxx + syy * fyy;
-            } else if (mode == kJetsHessian) {
-              dst[3 * component_stride + e] = sxx * fxx;
-              dst[4 * component_stride + e] = sxy * fxy;
-              dst[5 * component_stride + e] = syy * fyy;
-            }
+            for (int k = 0; k < components; ++k) dst[k * component_stride + e] = values[k];
           }
         }
       }
@@ -200,12 +159,7 @@ at::Tensor patch_sample_jets_cpu(const at::Tensor& image, const at::Tensor& coor
 
 // ---------------------------------------------------------------- backward
 //
-// With coefficients c_alpha on the pixel derivatives f_alpha of a sample (from grad_jets and the
-// chain factors), the contracted functional of one sample is
-//   sum_{l,k} I[l][k] (wy[l] A0[k] + dwy[l] A1[k] + d2wy[l] A2[k]),
-//   A0 = c_f wx + c_x dwx + c_xx d2wx,  A1 = c_y wx + c_xy dwx,  A2 = c_yy wx,
-// whose image gradient is the bracket, and whose derivatives in the sample position are the
-// same expression with the x (or y) weights differentiated once more.
+// The contracted functional of one sample and its derivatives: see csrc/patch_jets_math.h.
 
 template <typename T>
 void jets_backward_kernel(const JetGeometry& g, const T* grad_jets, const T* image,
@@ -215,9 +169,10 @@ void jets_backward_kernel(const JetGeometry& g, const T* grad_jets, const T* ima
   const int64_t p = g.p, pp = p * p, plane = g.height * g.width;
   const int64_t image_numel = g.batch * g.channels * plane;
   const int64_t component_stride = g.batch * g.queries * g.channels * pp;
+  const int components = jet_components(mode);
   const T sx = step[0], sy = step[1];
-  const T scale_x = pixel_per_unit<T>(g.width), scale_y = pixel_per_unit<T>(g.height);
-  const T sxx = scale_x * scale_x, sxy = scale_x * scale_y, syy = scale_y * scale_y;
+  const JetScales<T> scales = jet_scales<T>(g.width, g.height);
+  const T scale_x = scales.x, scale_y = scales.y;
   const bool need_position = need_coords || need_step;
   WorkerAccumulators<T> partials(image_numel, need_image);
 
@@ -240,34 +195,13 @@ void jets_backward_kernel(const JetGeometry& g, const T* grad_jets, const T* ima
             for (int64_t i = 0; i < p; ++i) {
               for (int64_t j = 0; j < p; ++j) {
                 const int64_t e = i * p + j;
-                const T c_f = go[e];
-                const T c_x = scale_x * go[component_stride + e];
-                const T c_y = scale_y * go[2 * component_stride + e];
-                T c_xx = 0, c_xy = 0, c_yy = 0;
-                if (mode == kJetsLaplacian) {
-                  c_xx = sxx * go[3 * component_stride + e];
-                  c_yy = syy * go[3 * component_stride + e];
-                } else if (mode == kJetsHessian) {
-                  c_xx = sxx * go[3 * component_stride + e];
-                  c_xy = sxy * go[4 * component_stride + e];
-                  c_yy = syy * go[5 * component_stride + e];
-                }
+                T incoming[6];
+                for (int k = 0; k < components; ++k) incoming[k] = go[k * component_stride + e];
+                const JetCoefficients<T> coef = jet_coefficients(incoming, scales, mode);
                 const int64_t* col = &cols.offset[j * 4];
-                const T* wx = &cols.w[j * 4];
-                const T* dwx = &cols.d1[j * 4];
-                const T* d2wx = &cols.d2[j * 4];
-                const T* d3wx = &cols.d3[j * 4];
-                T a0[4], a1[4], a2[4], a0x[4], a1x[4], a2x[4];
-                for (int k = 0; k < 4; ++k) {
-                  a0[k] = c_f * wx[k] + c_x * dwx[k] + c_xx * d2wx[k];
-                  a1[k] = c_y * wx[k] + c_xy * dwx[k];
-                  a2[k] = c_yy * wx[k];
-                  if (need_position) {
-                    a0x[k] = c_f * dwx[k] + c_x * d2wx[k] + c_xx * d3wx[k];
-                    a1x[k] = c_y * dwx[k] + c_xy * d2wx[k];
-                    a2x[k] = c_yy * dwx[k];
-                  }
-                }
+                JetTapCoefficients<T> a;
+                jet_tap_coefficients(coef, &cols.w[j * 4], &cols.d1[j * 4], &cols.d2[j * 4],
+                                     &cols.d3[j * 4], need_position, &a);
                 T hx = T(0), hy = T(0);
                 for (int l = 0; l < 4; ++l) {
                   const int64_t row_offset = rows.offset[i * 4 + l];
@@ -278,14 +212,14 @@ void jets_backward_kernel(const JetGeometry& g, const T* grad_jets, const T* ima
                     const T* src_row = src + row_offset;
                     for (int k = 0; k < 4; ++k) {
                       const T v = src_row[col[k]];
-                      hx += v * (wy * a0x[k] + dwy * a1x[k] + d2wy * a2x[k]);
-                      hy += v * (dwy * a0[k] + d2wy * a1[k] + d3wy * a2[k]);
+                      hx += v * jet_row_weight(wy, dwy, d2wy, a.a0x[k], a.a1x[k], a.a2x[k]);
+                      hy += v * jet_row_weight(dwy, d2wy, d3wy, a.a0[k], a.a1[k], a.a2[k]);
                     }
                   }
                   if (gimg) {
                     T* dst_row = gimg + plane_start + row_offset;
                     for (int k = 0; k < 4; ++k)
-                      dst_row[col[k]] += wy * a0[k] + dwy * a1[k] + d2wy * a2[k];
+                      dst_row[col[k]] += jet_row_weight(wy, dwy, d2wy, a.a0[k], a.a1[k], a.a2[k]);
                   }
                 }
                 gpx += hx;
