@@ -11,8 +11,9 @@ Measures, in one run on this machine:
    (antialiased bilinear, the training degradation), every output pixel is queried at its
    centre. Only models with trained weights get a PSNR; the others are reported as not
    available (no numbers are made up for untrained models).
-3. Throughput at x4 (a 64 x 64 low resolution rendered at 256 x 256, 65,536 queries, chunks of
-   ``--chunk`` queries): queries per second and achieved GFLOP/s, best of ``--repeats`` runs,
+3. Throughput at x4 (a 64 x 64 low resolution rendered at 256 x 256, 65,536 queries; LIIF in
+   chunks of ``--chunk`` queries, FunkNN in chunks of ``--funknn-chunk``, each model's default):
+   queries per second and achieved GFLOP/s, best of ``--repeats`` runs,
    models interleaved. LIIF is evaluated the efficient way (encoder and unfolded features once
    per image, reused by every chunk), the projected way (the code part of the first MLP layer
    folded into a 3 x 3 convolution run once per image) and, for reference, the public code's
@@ -27,7 +28,8 @@ Speed does not depend on the weights: untrained models are timed too. The PSNR p
 ``docs/superres_throughput.png``.
 
 Usage: python benchmarks/bench_superres.py [--quick] [--skip-quality] [--skip-memory]
-       [--repeats N] [--chunk N] [--crop N] [--threads N] [--memory-side N] [--no-write]
+       [--repeats N] [--chunk N] [--funknn-chunk N] [--crop N] [--threads N]
+       [--memory-side N] [--no-write]
        [--funknn-weights P] [--liif-weights P] [--liif140k-weights P]
 """
 
@@ -52,7 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from funknn_fast.checkpoint import DEFAULT_WEIGHTS, load_model
 from funknn_fast.data import TEST_PHOTOS, downscale, load_photos
-from funknn_fast.inference import render
+from funknn_fast.inference import DEFAULT_CHUNK, render
 from funknn_fast.liif import (
     LIIF,
     LIIF_140K,
@@ -161,12 +163,12 @@ def bicubic(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(low, size=size, mode="bicubic", align_corners=False)
 
 
-def renderers(models: dict[str, Loaded], chunk: int) -> dict[str, Callable]:
+def renderers(models: dict[str, Loaded], chunk: int, funknn_chunk: int) -> dict[str, Callable]:
     """name -> fn(low (1, C, h, w), size) -> (1, C, H, W), each model's efficient evaluation."""
     out = {"bicubic": bicubic}
     if "FunkNN" in models:
         funknn = models["FunkNN"].model
-        out["FunkNN"] = lambda low, size: render(funknn, low, size=size, chunk=chunk)
+        out["FunkNN"] = lambda low, size: render(funknn, low, size=size, chunk=funknn_chunk)
     for name in ("LIIF-EDSR", "LIIF-140K"):
         if name not in models:
             continue
@@ -175,14 +177,15 @@ def renderers(models: dict[str, Loaded], chunk: int) -> dict[str, Callable]:
     return out
 
 
-def quality(models: dict[str, Loaded], crop: int, chunk: int) -> dict[str, dict[int, float]]:
+def quality(models: dict[str, Loaded], crop: int, chunk: int,
+            funknn_chunk: int) -> dict[str, dict[int, float]]:
     """Mean PSNR over the held-out photos, per method and scale (trained models only)."""
     photos = []
     for photo in load_photos(TEST_PHOTOS):
         height, width = photo.shape[1:]
         top, left = (height - crop) // 2, (width - crop) // 2
         photos.append(photo[None, :, top : top + crop, left : left + crop].contiguous())
-    methods = {k: v for k, v in renderers(models, chunk).items()
+    methods = {k: v for k, v in renderers(models, chunk, funknn_chunk).items()
                if k == "bicubic" or models[k].trained}
     table: dict[str, dict[int, float]] = {name: {} for name in methods}
     for scale in SCALES:
@@ -207,13 +210,14 @@ def _best_time(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def speed_methods(models: dict[str, Loaded], chunk: int) -> dict[str, Callable]:
+def speed_methods(models: dict[str, Loaded], chunk: int,
+                  funknn_chunk: int) -> dict[str, Callable]:
     """name -> fn(low, coords (1, Q, 2), cell) -> (1, Q, C), full evaluation incl. encoding."""
     funknn = models["FunkNN"].model
 
     def funknn_fn(low, coords, cell):
-        return torch.cat([funknn(coords[:, s : s + chunk], low)
-                          for s in range(0, coords.shape[1], chunk)], 1)
+        return torch.cat([funknn(coords[:, s : s + funknn_chunk], low)
+                          for s in range(0, coords.shape[1], funknn_chunk)], 1)
 
     def liif_fn(model, project):
         return lambda low, coords, cell: model.evaluate(coords, low, cell, chunk_size=chunk,
@@ -235,7 +239,8 @@ def speed_methods(models: dict[str, Loaded], chunk: int) -> dict[str, Callable]:
     }
 
 
-def throughput_x4(models, chunk: int, repeats: int, side: int) -> dict[str, dict[str, float]]:
+def throughput_x4(models, chunk: int, funknn_chunk: int, repeats: int,
+                  side: int) -> dict[str, dict[str, float]]:
     """Rendering a side x side low resolution at x4: seconds, queries/s, GFLOP/s."""
     photo = load_photos(TEST_PHOTOS[:1])[0][None]
     low = downscale(photo, (side, side))
@@ -246,7 +251,7 @@ def throughput_x4(models, chunk: int, repeats: int, side: int) -> dict[str, dict
     coords = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], -1).float()[None]
     cell = cell_for_size(*size)
     methods = {"bicubic": lambda low, coords, cell: bicubic(low, size)}
-    methods.update(speed_methods(models, chunk))
+    methods.update(speed_methods(models, chunk, funknn_chunk))
     # The counted run is also the warm-up.
     flops = {name: count_flops(lambda f=fn: f(low, coords, cell)) for name, fn in methods.items()}
     times = {name: float("inf") for name in methods}
@@ -263,13 +268,14 @@ def throughput_x4(models, chunk: int, repeats: int, side: int) -> dict[str, dict
     return out
 
 
-def throughput_sweep(models, chunk: int, repeats: int, side: int,
+def throughput_sweep(models, chunk: int, funknn_chunk: int, repeats: int, side: int,
                      counts: list[int]) -> dict[str, dict[int, float]]:
     """Queries per second against the number of random queries (x4 cell, encoding included)."""
     generator = torch.Generator().manual_seed(2)
     low = torch.rand(1, 3, side, side, generator=generator)
     cell = cell_for_size(4 * side, 4 * side)
-    methods = {k: v for k, v in speed_methods(models, chunk).items() if "public" not in k}
+    methods = {k: v for k, v in speed_methods(models, chunk, funknn_chunk).items()
+               if "public" not in k}
     out: dict[str, dict[int, float]] = {name: {} for name in methods}
     with torch.inference_mode():
         for fn in methods.values():  # warm-up
@@ -300,7 +306,7 @@ def memory_case(args: argparse.Namespace) -> dict[str, float]:
     name, side = args.memory_case, args.memory_side
     models = load_models(args, names=[name] if name in MODEL_NAMES else [])
     low = torch.rand(1, 3, side, side)
-    fn = renderers(models, args.chunk)[name]
+    fn = renderers(models, args.chunk, args.funknn_chunk)[name]
     with torch.inference_mode():
         fn(low[:, :, :8, :8], (32, 32))  # load kernels outside the measurement
     before = _status_kib("VmRSS")
@@ -323,7 +329,8 @@ def memory(names: list[str], side: int, args: argparse.Namespace) -> dict[str, d
     out = {}
     for name in names:
         cmd = [sys.executable, __file__, "--memory-case", name, "--memory-side", str(side),
-               "--chunk", str(args.chunk), "--threads", str(args.threads),
+               "--chunk", str(args.chunk), "--funknn-chunk", str(args.funknn_chunk),
+               "--threads", str(args.threads),
                "--funknn-weights", args.funknn_weights, "--liif-weights", args.liif_weights,
                "--liif140k-weights", args.liif140k_weights]
         result = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -432,7 +439,8 @@ def quality_section(models, macs, table, crop, command, threads) -> str:
     return "\n".join(section) + "\n"
 
 
-def speed_section(x4, sweep, mem, macs, chunk, side, mem_side, command, threads) -> str:
+def speed_section(x4, sweep, mem, macs, chunk, funknn_chunk, side, mem_side, command,
+                  threads) -> str:
     lines = ["| method | seconds | queries/s | GFLOP counted | achieved GFLOP/s | "
              "queries/s vs FunkNN |", "|---|---|---|---|---|---|"]
     base = x4["FunkNN"]["queries_per_s"]
@@ -465,7 +473,8 @@ def speed_section(x4, sweep, mem, macs, chunk, side, mem_side, command, threads)
     )
     section = [_header("FunkNN against LIIF: throughput and memory (issue 6)", command, threads),
                f"Rendering a {side} x {side} low-resolution photo at x4 ({4 * side} x {4 * side}"
-               f" = {(4 * side) ** 2:,} queries) in chunks of {chunk} queries; best of the "
+               f" = {(4 * side) ** 2:,} queries) in chunks of {chunk} queries for LIIF and "
+               f"{funknn_chunk} for FunkNN (each model's default); best of the "
                "repeats, methods interleaved; FLOPs counted by torch.utils.flop_counter "
                "(matmuls and convolutions only; 2 per multiply-add). Speed does not depend on "
                "the weights.", "", "\n".join(lines), "", analysis, ""]
@@ -485,7 +494,8 @@ def speed_section(x4, sweep, mem, macs, chunk, side, mem_side, command, threads)
             rows.append(f"| {name} | {row['queries']:,} | {row['seconds']:.1f} | "
                         f"{row['queries'] / row['seconds']:,.0f} | {row['peak_mib']:.0f} |")
         section += [f"Peak memory of one {4 * mem_side} x {4 * mem_side} output (x4 from "
-                    f"{mem_side} x {mem_side}), chunks of {chunk} (FunkNN: "
+                    f"{mem_side} x {mem_side}), chunks of {chunk} for LIIF and "
+                    f"{funknn_chunk} for FunkNN (FunkNN: "
                     "`funknn_fast.inference.render`; LIIF: `render_liif`, projected): growth of "
                     "the peak resident set of a fresh process per method over its model and "
                     "input (one run each; memory grows with the chunk size).", "",
@@ -501,7 +511,9 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true", help="no PSNR table")
     parser.add_argument("--skip-memory", action="store_true", help="no 1M-query memory runs")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk", type=int, default=16384, help="queries per chunk")
+    parser.add_argument("--chunk", type=int, default=16384, help="queries per LIIF chunk")
+    parser.add_argument("--funknn-chunk", type=int, default=DEFAULT_CHUNK,
+                        help="queries per FunkNN chunk (default: render's default)")
     parser.add_argument("--crop", type=int, default=240, help="PSNR crop (multiple of 24)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -526,13 +538,14 @@ def main() -> None:
 
     models = load_models(args)
     macs = macs_per_query(models)
-    table = None if args.skip_quality else quality(models, crop, args.chunk)
-    x4 = throughput_x4(models, args.chunk, repeats, side)
-    sweep = throughput_sweep(models, args.chunk, repeats, side, counts)
+    table = None if args.skip_quality else quality(models, crop, args.chunk, args.funknn_chunk)
+    x4 = throughput_x4(models, args.chunk, args.funknn_chunk, repeats, side)
+    sweep = throughput_sweep(models, args.chunk, args.funknn_chunk, repeats, side, counts)
     mem = None if args.skip_memory else memory(["bicubic", *MODEL_NAMES], mem_side, args)
     command = "python benchmarks/bench_superres.py" + "".join(f" {a}" for a in sys.argv[1:])
     first = quality_section(models, macs, table, crop, command, args.threads)
-    second = speed_section(x4, sweep, mem, macs, args.chunk, side, mem_side, command, args.threads)
+    second = speed_section(x4, sweep, mem, macs, args.chunk, args.funknn_chunk, side, mem_side,
+                           command, args.threads)
     print(first)
     print(second)
     if quick or args.no_write:
