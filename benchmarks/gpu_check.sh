@@ -4,7 +4,10 @@
 #   2. runs the GPU tests (tests/test_patch_sample_gpu.py: Triton and CUDA against the float64
 #      reference) with pytest, when pytest is installed;
 #   3. runs benchmarks/bench_patch_sample_gpu.py (its own validation when pytest is missing), which
-#      prints the table and writes benchmarks/results/patch_sample_gpu.md.
+#      prints the table and writes benchmarks/results/patch_sample_gpu.md;
+#   4. the same for patch_sample_jets (issue 5): tests/test_patch_jets_gpu.py, then
+#      benchmarks/bench_jets_gpu.py (triton, cuda and the torch reference at 8 x 3 x 128 x 128,
+#      2^18 queries, p = 9), which writes benchmarks/results/jets_gpu.md.
 # Budget: 8 minutes in all (each step gets at most what is left); no internet needed.
 #
 # Usage: benchmarks/gpu_check.sh LOG_DIR [--dry-run]
@@ -54,7 +57,7 @@ step() {
   echo "=== $name: exit $rc after $(($(date +%s) - begin))s"
   if ((rc == 124 || rc == 137)); then
     FAILED+=("$name (timed out)")
-  elif ((rc == 5 && DRY_RUN == 1)) && [[ "$name" == "GPU tests" ]]; then
+  elif ((rc == 5 && DRY_RUN == 1)) && [[ "$name" == *"GPU tests" ]]; then
     echo "(no CUDA device in a dry run: the GPU tests skip, pytest exits 5)"
   elif ((rc != 0)); then
     FAILED+=("$name (exit $rc)")
@@ -91,21 +94,33 @@ assert has_cuda_kernels(), f'no CUDA kernels in the extension ({extension_error(
 fi
 
 BENCH_ARGS=(--log-dir "$LOG_DIR" --sweep-forward)
-if "$PYTHON" -c "import pytest" 2>/dev/null; then
+JETS_ARGS=(--log-dir "$LOG_DIR")
+HAVE_PYTEST=0
+if "$PYTHON" -c "import pytest" 2>/dev/null; then HAVE_PYTEST=1; fi
+if ((HAVE_PYTEST == 1)); then
   step "GPU tests" 200 env FUNKNN_REQUIRE_GPU_BACKENDS=$((1 - DRY_RUN)) "$PYTHON" -m pytest -p no:cacheprovider \
     tests/test_patch_sample_gpu.py -q -rs --durations=10
   BENCH_ARGS+=(--skip-validation)  # the tests validated the backends
+  JETS_ARGS+=(--skip-validation)
 else
-  echo "pytest is not installed: the benchmark validates the backends itself"
+  echo "pytest is not installed: the benchmarks validate the backends themselves"
 fi
 if ((DRY_RUN == 1)); then
   BENCH_ARGS+=(--dry-run --output "$LOG_DIR/patch_sample_gpu.md")
+  JETS_ARGS+=(--dry-run --output "$LOG_DIR/jets_gpu.md")
 fi
 step "benchmark" 240 "$PYTHON" benchmarks/bench_patch_sample_gpu.py "${BENCH_ARGS[@]}"
+if ((HAVE_PYTEST == 1)); then
+  step "jets GPU tests" 150 env FUNKNN_REQUIRE_GPU_BACKENDS=$((1 - DRY_RUN)) "$PYTHON" -m pytest \
+    -p no:cacheprovider tests/test_patch_jets_gpu.py -q -rs --durations=10
+fi
+step "jets benchmark" 120 "$PYTHON" benchmarks/bench_jets_gpu.py "${JETS_ARGS[@]}"
 
 echo
 echo "=== results ($(($(date +%s) - START_S))s in all)"
-if [[ -f "$LOG_DIR/patch_sample_gpu.md" ]]; then cat "$LOG_DIR/patch_sample_gpu.md"; fi
+for table in patch_sample_gpu.md jets_gpu.md; do
+  if [[ -f "$LOG_DIR/$table" ]]; then cat "$LOG_DIR/$table"; echo; fi
+done
 if ((${#FAILED[@]} > 0)); then
   echo "gpu_check: FAILED: ${FAILED[*]}"
   exit 1
