@@ -1,8 +1,14 @@
 """Saving and loading FunkNN weights without pickle: ``<stem>.safetensors`` + ``<stem>.json``.
 
-The JSON file holds ``{"format": "funknn_fast.funknn", "model": FunkNN.config(), ...}`` plus any
-extra metadata (training command, steps, ...); the safetensors file holds the state dict.
-:func:`load_model` rebuilds the model from the JSON and checks every tensor's name and shape.
+The JSON file holds ``{"format": "funknn_fast.funknn", "format_version": 2, "model":
+FunkNN.config(), ...}`` plus any extra metadata (training command, steps, ...); the safetensors
+file holds the state dict. :func:`load_model` rebuilds the model from the JSON and checks the
+format version and every tensor's name and shape.
+
+Format versions: 1 (no ``format_version`` field) fed the raw patch to the per-patch network;
+2 feeds ``INPUT_SCALE * (patch - centre sample)`` (``funknn_fast.model``). Version-1 weights have
+the same tensor names and shapes but compute a different function, so they are refused instead of
+loading silently.
 The shipped weights live in ``funknn_fast/weights/`` (:data:`DEFAULT_WEIGHTS`).
 """
 
@@ -20,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from funknn_fast.model import FunkNN
 
 FORMAT = "funknn_fast.funknn"
+FORMAT_VERSION = 2
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "funknn_cnn_continuous.safetensors"
 
@@ -64,7 +71,8 @@ def save_model(model: FunkNN, path: str | os.PathLike, metadata: dict[str, Any] 
     tensor_path, json_path = weight_paths(path)
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_tensors(dict(model.state_dict()), tensor_path)
-    info = {"format": FORMAT, "model": model.config(), **(metadata or {})}
+    info = {"format": FORMAT, "model": model.config(), **(metadata or {}),
+            "format_version": FORMAT_VERSION}
     atomic_write_text(json_path, json.dumps(info, indent=2) + "\n")
     return tensor_path, json_path
 
@@ -80,6 +88,13 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"weights config {json_path} is not valid JSON: {error}") from error
     if not isinstance(info, dict) or info.get("format") != FORMAT or "model" not in info:
         raise WeightsError(f"{json_path} is not a funknn_fast weights config (format {FORMAT})")
+    version = info.get("format_version", 1)
+    if version != FORMAT_VERSION:
+        raise WeightsError(
+            f"{json_path} has format_version {version!r}; this funknn_fast reads version "
+            f"{FORMAT_VERSION} (version 1 fed raw patches to the network, see "
+            "funknn_fast.checkpoint): retrain or re-export these weights"
+        )
     return info
 
 
