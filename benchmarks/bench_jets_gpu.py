@@ -19,7 +19,7 @@ reference (all modes and paddings, forward and backward); the script exits with 
 check fails.
 
 Usage:
-  python benchmarks/bench_jets_gpu.py [--queries N] [--repeats N] [--log-dir DIR]
+  python benchmarks/bench_jets_gpu.py [--queries N] [--repeats N] [--sweep-forward] [--log-dir DIR]
   python benchmarks/bench_jets_gpu.py --dry-run   # CPU, tiny sizes, Triton interpreted
 Writes the Markdown section to benchmarks/results/jets_gpu.md (and DIR, if given).
 """
@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--error-queries", type=int, default=4096,
                         help="queries (in all) of the float64 error measurement")
+    parser.add_argument("--sweep-forward", action="store_true",
+                        help="also time the Triton Hessian forward under a few launch "
+                        "configurations (FUNKNN_TRITON_FORWARD_CONFIG, shared with patch_sample)")
     parser.add_argument("--skip-validation", action="store_true")
     parser.add_argument("--dry-run", action="store_true",
                         help="CPU tensors, tiny sizes, Triton through its interpreter")
@@ -292,6 +295,35 @@ def plain_forward_seconds(args, device, timer) -> float | None:
     return timer(body, args.repeats)
 
 
+def sweep_forward(args, device, timer, log) -> list[tuple[str, float]]:
+    """Triton Hessian forward (float32) under several (elements per program, warps) configs."""
+    import torch
+
+    rows = []
+    if unavailable_reason("triton", device, torch.float32) is not None:
+        return rows
+    image, coords, step = make_workload(args, device, torch.float32)
+    fn = jets_fn("triton")
+    previous = os.environ.get("FUNKNN_TRITON_FORWARD_CONFIG")
+    try:
+        for config in ("64,2", "128,4", "256,8", "256,4", "512,8"):
+            os.environ["FUNKNN_TRITON_FORWARD_CONFIG"] = config
+
+            def body():
+                with torch.no_grad():
+                    fn(image, coords, step, args.patch, "hessian")
+
+            seconds = timer(body, args.repeats)
+            rows.append((config, seconds))
+            log(f"  triton Hessian jets forward float32 config {config}: {seconds * 1e3:.3f} ms")
+    finally:
+        if previous is None:
+            os.environ.pop("FUNKNN_TRITON_FORWARD_CONFIG", None)
+        else:
+            os.environ["FUNKNN_TRITON_FORWARD_CONFIG"] = previous
+    return rows
+
+
 def copy_bandwidth(nbytes: int, device, timer, repeats: int) -> float:
     """Device-to-device copy bandwidth in GB/s (bytes read + bytes written over time)."""
     import torch
@@ -327,7 +359,7 @@ def errors_vs_float64(args, device, dtype) -> dict:
 # ------------------------------------------------------------------------------------ report
 
 
-def render(args, device_name, results, copy_gbps, errors, plain, notes, command):
+def render(args, device_name, results, copy_gbps, errors, plain, sweep, notes, command):
     keys = [f"{d} {k}" for d, k in MODES]
     lines = [
         "| dtype | method | Laplacian jets fwd (ms) | Hessian jets fwd (ms) | Hessian jets "
@@ -391,6 +423,10 @@ def render(args, device_name, results, copy_gbps, errors, plain, notes, command)
         section.append(f"Yardstick: the Triton `patch_sample` forward (one component) of the "
                        f"same queries takes {plain * 1e3:.3f} ms.")
     section += ["", table]
+    if sweep:
+        timings = ", ".join(f"{c}: {t * 1e3:.3f} ms" for c, t in sweep)
+        section += ["", "Triton Hessian jets forward under launch configurations (float32; "
+                    f"FUNKNN_TRITON_FORWARD_CONFIG = elements per program, warps): {timings}."]
     failed = [f"{d} {m} {k}: {r['error']}" for d, pm in results.items() for m, modes in
               pm.items() for k, r in modes.items() if isinstance(r, dict) and "error" in r]
     if failed:
@@ -456,12 +492,14 @@ def main(argv=None) -> int:
             log(f"  error measurement failed: {error}")
             errors[name] = {}
         log(f"  errors vs float64 ({name}): {errors[name]}")
+    sweep = sweep_forward(args, device, timer, log) if args.sweep_forward else []
     given = list(argv if argv is not None else sys.argv[1:])
     shown = [a for k, a in enumerate(given)
              if not a.startswith("--log-dir") and (k == 0 or given[k - 1] != "--log-dir")]
     command = ("python benchmarks/bench_jets_gpu.py " + " ".join(shown)).strip()
     notes = ["", "Validation FAILED: " + "; ".join(failures) + "."] if failures else []
-    section, table = render(args, device_name, results, copy_gbps, errors, plain, notes, command)
+    section, table = render(args, device_name, results, copy_gbps, errors, plain, sweep, notes,
+                            command)
     print(table)
     if args.output:
         write_atomic(pathlib.Path(args.output), section)
@@ -469,7 +507,8 @@ def main(argv=None) -> int:
         log_dir = pathlib.Path(args.log_dir)
         write_atomic(log_dir / "jets_gpu.md", section)
         payload = {"results": results, "errors": errors, "copy_gbps": copy_gbps,
-                   "plain_forward_seconds": plain, "failures": failures, "log": log_lines}
+                   "plain_forward_seconds": plain, "sweep": sweep, "failures": failures,
+                   "log": log_lines}
         write_atomic(log_dir / "bench_jets_gpu.json", json.dumps(payload, indent=1))
     if failures:
         log("FAILURES: " + "; ".join(failures))

@@ -94,7 +94,7 @@ assert has_cuda_kernels(), f'no CUDA kernels in the extension ({extension_error(
 fi
 
 BENCH_ARGS=(--log-dir "$LOG_DIR" --sweep-forward)
-JETS_ARGS=(--log-dir "$LOG_DIR")
+JETS_ARGS=(--log-dir "$LOG_DIR" --sweep-forward)
 HAVE_PYTEST=0
 if "$PYTHON" -c "import pytest" 2>/dev/null; then HAVE_PYTEST=1; fi
 if ((HAVE_PYTEST == 1)); then
