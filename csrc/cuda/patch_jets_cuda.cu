@@ -51,6 +51,11 @@ namespace {
 constexpr int kJetsForwardThreads = 256;
 constexpr int kJetsBlockThreads = 256;
 constexpr int64_t kJetsContributionsPerChunk = int64_t(1) << 24;
+// Minimum resident blocks per SM for fp32 accumulation (__launch_bounds__): caps the registers
+// at 80 (forward) and 128 (backward), where ptxas fits them without spills for sm_90 (unbounded,
+// it takes 99-123 and 144); fp64 kernels are left unbounded (they would spill).
+constexpr int kJetsForwardMinBlocks32 = 3;
+constexpr int kJetsBackwardMinBlocks32 = 2;
 
 template <typename T>
 __device__ __forceinline__ T jets_warp_sum(T value) {
@@ -101,7 +106,8 @@ __device__ void jets_reduce_block(T (&values)[4], T (*query_sums)[2], T* block_s
 // ---------------------------------------------------------------- forward
 
 template <bool kSecond, typename scalar_t, typename T>
-__global__ void __launch_bounds__(kJetsForwardThreads)
+__global__ void __launch_bounds__(kJetsForwardThreads,
+                                  sizeof(T) == 4 ? kJetsForwardMinBlocks32 : 1)
     jets_forward_kernel(JetShape g, const scalar_t* __restrict__ image,
                         const T* __restrict__ coords, const T* __restrict__ step,
                         scalar_t* __restrict__ out, int64_t padding) {
@@ -122,7 +128,8 @@ __global__ void __launch_bounds__(kJetsForwardThreads)
 // partial sums to step_partials[block_offset + b].
 
 template <typename scalar_t, typename T>
-__global__ void __launch_bounds__(kJetsBlockThreads)
+__global__ void __launch_bounds__(kJetsBlockThreads,
+                                  sizeof(T) == 4 ? kJetsBackwardMinBlocks32 : 1)
     jets_backward_kernel(JetShape g, const scalar_t* __restrict__ grad_jets,
                          const scalar_t* __restrict__ image, const T* __restrict__ coords,
                          const T* __restrict__ step, int64_t padding, bool need_image,
