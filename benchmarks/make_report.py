@@ -16,10 +16,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 ORDER = [
     "patch_sample_cpu",
     "patch_sample_gpu",
-    "model",
+    "bench_model",
+    "render_4096",
     "superres_quality",
-    "derivatives",
     "liif",
+    "derivatives",
+    "derivatives_gaussian",
+    "jets_gpu",
     "prior",
 ]
 

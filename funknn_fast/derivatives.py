@@ -348,7 +348,8 @@ def funknn_derivatives(
         output_size: None for derivatives in normalised coordinates; (H, W) for derivatives per
             output pixel of an H x W rendering (see module docstring).
         chunk: queries per network evaluation (bounds memory); None evaluates all at once.
-        backend: patch-jets backend ("auto", "torch", "cpu").
+        backend: patch-jets backend ("auto", "torch", "cpu", "triton", "cuda"; see
+            ``funknn_fast.jets``).
 
     Returns:
         :class:`Derivatives`; differentiable w.r.t. the model parameters and the image.
