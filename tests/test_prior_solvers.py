@@ -97,12 +97,89 @@ def test_solve_reduces_the_loss(kind):
                       prior, config)
 
 
-def test_warm_start_fits_the_baseline_first():
-    prior = tiny_prior()
-    config = solvers.SolveConfig(size=12, init_steps=5, z_steps=1, finetune_steps=0, z_lr=0.1)
+class SmoothInterpolant(torch.nn.Module):
+    """A stand-in for a trained FunkNN: Gaussian-weighted average of the pixels (any order
+    differentiable), ``(coords (B, Q, 2), images (B, C, d, d)) -> (B, Q, C)``."""
+
+    channels = 1
+
+    def forward(self, coords, images):
+        d = images.shape[-1]
+        axis = (2.0 * torch.arange(d, dtype=coords.dtype) + 1.0) / d - 1.0
+        dx = coords[..., 0, None] - axis  # (B, Q, d) columns
+        dy = coords[..., 1, None] - axis  # rows
+        width = 1.2 / d  # 0.6 pixel
+        wx, wy = torch.exp(-0.5 * (dx / width) ** 2), torch.exp(-0.5 * (dy / width) ** 2)
+        weights = wy[..., :, None] * wx[..., None, :]  # (B, Q, d, d)
+        values = (weights[:, :, None] * images[:, None]).sum((-2, -1))
+        return values / weights.sum((-2, -1))[..., None]
+
+
+def test_warm_start_loss_and_target():
+    torch.manual_seed(2)
+    target = torch.randn(1, 1, 6, 6)
+    target = target - target.mean()
+    images = torch.randn(1, 1, 6, 6)
+    loss = solvers.warm_start_loss(images, target)
+    # Only the constant is free: adding one changes nothing, the target itself fits exactly.
+    assert solvers.warm_start_loss(images + 3.0, target).item() == pytest.approx(loss.item())
+    assert solvers.warm_start_loss(target + 0.7, target).item() < 1e-12
+    assert loss.item() > 0.5
+    config = solvers.SolveConfig(size=16)
     problem = solvers.make_problem("derivatives", phantom_parameters([5], "test"), config, EDGE)
-    losses = solvers.solve(problem, prior, config)["losses"]
-    assert len(losses["init"]) == 5 and losses["init"][-1] < losses["init"][0]
+    pooled = solvers.warm_start_target(problem, 8)
+    expected = torch.nn.functional.avg_pool2d(solvers.baseline(problem), 2)
+    torch.testing.assert_close(pooled, expected - expected.mean())
+
+
+@pytest.mark.parametrize("kind", ["derivatives", "sparse-derivatives"])
+def test_warm_start_lowers_the_data_loss_below_the_zero_start(kind):
+    torch.manual_seed(0)
+    prior = ContinuousPrior(AutoEncoder(8, (4,), 4), LatentFlow(4, 1, (8,)), SmoothInterpolant())
+    size = 16
+    params = phantom_parameters([5], "test")
+    problem = solvers.make_problem(kind, params, solvers.SolveConfig(size=size), EDGE)
+    every = solvers.SolveConfig(size=size, queries=None)
+
+    def final_loss(**stages):
+        config = solvers.SolveConfig(size=size, queries=None, z_steps=0, finetune_steps=0,
+                                     **stages)
+        result = solvers.solve(problem, prior, config)
+        loss = solvers.data_loss(problem, prior, result["low_res"], every, torch.Generator())
+        return loss.item(), result
+
+    zero, _ = final_loss()
+    warm, result = final_loss(init_steps=30, init_finetune_steps=150, init_finetune_lr=3e-3)
+    assert len(result["losses"]["init"]) == 30 and len(result["losses"]["init_finetune"]) == 150
+    for phase in ("init", "init_finetune"):
+        assert result["losses"][phase][-1] < result["losses"][phase][0]
+    # The true low-resolution phantom bounds what this field can do; the warm start gets there.
+    truth = solvers.rasterize(params, 8, EDGE, supersample=2)
+    floor = solvers.data_loss(problem, prior, truth, every, torch.Generator()).item()
+    assert warm < 0.75 * zero and warm < 1.1 * floor, (warm, zero, floor)
+    assert solvers.metrics(truth, result["low_res"])["si_snr"][0] > 10
+
+
+def test_problem_defaults_and_stage_order():
+    dense = solvers.default_config("derivatives", z_steps=3)
+    assert dense.init_steps > 0 and dense.init_finetune_steps > 0 and dense.z_steps == 3
+    assert solvers.default_config("sparse-derivatives").init_steps > 0
+    assert solvers.default_config("ct") == solvers.SolveConfig()
+    with pytest.raises(ValueError, match="problem"):
+        solvers.default_config("mri")
+    with pytest.raises(ValueError, match="init_finetune_lr"):
+        solvers.SolveConfig(init_finetune_lr=0.0)
+    prior = tiny_prior()
+    config = solvers.SolveConfig(size=12, init_steps=2, z_steps=3, init_finetune_steps=4,
+                                 finetune_steps=5, queries=32)
+    problem = solvers.make_problem("derivatives", phantom_parameters([5], "test"), config, EDGE)
+    calls = []
+    result = solvers.solve(problem, prior, config, lambda *a: calls.append(a[:2]))
+    phases = [phase for phase, step in calls]
+    assert phases == ["init"] * 2 + ["z"] * 3 + ["init_finetune"] * 4 + ["finetune"] * 5
+    assert len(calls) == config.total_steps
+    assert {k: len(v) for k, v in result["losses"].items()} == {
+        "init": 2, "z": 3, "init_finetune": 4, "finetune": 5}
 
 
 def test_ct_direct_integrates_funknn_along_the_rays():

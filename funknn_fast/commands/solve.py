@@ -6,6 +6,10 @@ for the derivative problems). Writes ``<out-dir>/<problem>.json`` (per-image and
 shift-invariant SNR of the prior, the baseline and the auto-encoder projection of the truth, the
 configuration, the command and timings) and ``<out-dir>/<problem>.png`` (truth, baseline, prior
 for the first images). Progress: one bar per image (``--quiet`` turns it off).
+
+Defaults of the solver options depend on the problem (``PROBLEM_DEFAULTS`` in
+:mod:`funknn_fast.prior.solvers`): the derivative problems warm-start ``z`` (and, for dense
+gradients, the decoder copy) on the Poisson reconstruction before the gradient loss.
 """
 
 from __future__ import annotations
@@ -37,12 +41,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--size", type=int, help="observation / rendering grid n (default 64)")
-    for name, kind in (("z-steps", int), ("z-lr", float), ("finetune-steps", int),
+    helps = {
+        "init-steps": "warm start: Adam steps fitting G(z) to the baseline (up to a constant)",
+        "init-lr": "learning rate of the warm start of z",
+        "init-finetune-steps": "warm start of the decoder copy on the baseline (steps)",
+        "init-finetune-lr": "peak learning rate (cosine decay) of the decoder warm start",
+        "z-steps": "Adam steps on z with the data loss",
+        "finetune-steps": "Adam steps on the decoder copy with the data loss",
+    }
+    for name, kind in (("init-steps", int), ("init-lr", float), ("z-steps", int),
+                       ("z-lr", float), ("init-finetune-steps", int),
+                       ("init-finetune-lr", float), ("finetune-steps", int),
                        ("finetune-lr", float), ("latent-weight", float), ("tv-weight", float),
                        ("sparse-fraction", float), ("queries", int), ("angles", int),
-                       ("bins", int), ("noise-snr-db", float), ("init-steps", int),
-                       ("seed", int)):
-        parser.add_argument(f"--{name}", type=kind)
+                       ("bins", int), ("noise-snr-db", float), ("seed", int)):
+        default = f"default: {_defaults_text(name.replace('-', '_'))}"
+        parser.add_argument(f"--{name}", type=kind,
+                            help=f"{helps[name]} ({default})" if name in helps else default)
     parser.add_argument("--all-queries", action="store_true",
                         help="use every observed gradient at each step (no random subsets)")
     parser.add_argument("--ct-direct", action="store_true",
@@ -50,8 +65,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _defaults_text(name: str) -> str:
+    """The default of a SolveConfig field per problem, e.g. ``0 (derivatives: 200)``."""
+    from funknn_fast.prior.solvers import PROBLEM_DEFAULTS, SolveConfig
+
+    base = SolveConfig.__dataclass_fields__[name].default
+    special = [f"{kind}: {values[name]}" for kind, values in PROBLEM_DEFAULTS.items()
+               if name in values]
+    return f"{base}" + (f"; {', '.join(special)}" if special else "")
+
+
 def _config(args: argparse.Namespace):
-    from funknn_fast.prior.solvers import SolveConfig
+    from funknn_fast.prior.solvers import SolveConfig, default_config
 
     values = {}
     for f in fields(SolveConfig):
@@ -61,7 +86,7 @@ def _config(args: argparse.Namespace):
     if args.all_queries:
         values["queries"] = None
     try:
-        return SolveConfig(**values)
+        return default_config(args.problem, **values)
     except ValueError as error:
         raise CommandError(str(error)) from error
 
@@ -127,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     projection = solvers.autoencoder_projection(problem, prior, config.size,
                                                 phantoms["edge_width"])
     estimates, seconds, final_losses = [], [], []
-    total = config.init_steps + config.z_steps + config.finetune_steps
+    total = config.total_steps
     for k, index in enumerate(indices):
         bar = tqdm(total=total, desc=f"{args.problem} #{index}", disable=args.quiet,
                    file=sys.stderr, leave=False)

@@ -18,9 +18,15 @@ Problems (``PROBLEMS``), all on phantoms observed through their *continuous* def
 
 Solver (:func:`solve`), one image at a time, as in the paper: Adam on the base latent ``z``
 (``G(z) = decoder(flow.from_base(z))``, ``z = 0`` first) for ``z_steps`` steps, then Adam on a copy
-of the decoder's weights for ``finetune_steps`` steps with ``z`` fixed. Optional (not in the
-paper, off by default): ``init_steps`` steps of Adam on ``z`` that first fit the normalised
-rendering to the normalised baseline reconstruction (a warm start out of ``z = 0``).
+of the decoder's weights for ``finetune_steps`` steps with ``z`` fixed. Warm start (not in the
+paper; on by default for the derivative problems, see :data:`PROBLEM_DEFAULTS`): each of the two
+stages may first fit the generator output ``G (1, C, d, d)`` to the baseline reconstruction
+averaged down to the generator resolution (``adaptive_avg_pool2d``: how the training images were
+rasterised), up to the unknown constant (:func:`warm_start_loss`): ``init_steps`` Adam steps on
+``z`` (lr ``init_lr``) before the data term, and ``init_finetune_steps`` Adam steps on the
+decoder copy (lr ``init_finetune_lr``, cosine decay) before its data term. From ``z = 0`` the
+gradient losses of sharp-edged phantoms have a small basin of attraction (docs/prior.md); the
+warm start costs a few decoder evaluations at ``d x d`` per step (no FunkNN).
 Derivative losses use a random subset of ``queries`` observed points per step (``None``: all);
 gradients of FunkNN come from ``funknn_fast.derivatives`` (forward-mode jets) or, for any other
 field, from autograd.
@@ -38,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from funknn_fast.model import FunkNN
@@ -68,23 +75,50 @@ class SolveConfig:
     noise_snr_db: float = 30.0
     ct_direct: bool = False
     init_steps: int = 0
+    init_lr: float = 0.05
+    init_finetune_steps: int = 0
+    init_finetune_lr: float = 1e-3
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("size", "angles"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("z_steps", "finetune_steps", "init_steps"):
+        for name in ("z_steps", "finetune_steps", "init_steps", "init_finetune_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.sparse_fraction <= 1.0:
             raise ValueError(f"sparse_fraction must be in (0, 1], got {self.sparse_fraction}")
         if self.queries is not None and self.queries < 1:
             raise ValueError(f"queries must be >= 1 or None, got {self.queries}")
+        for name in ("z_lr", "finetune_lr", "init_lr", "init_finetune_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.init_steps + self.z_steps + self.init_finetune_steps + self.finetune_steps
 
     @property
     def detector_bins(self) -> int:
         return self.bins if self.bins is not None else math.ceil(math.sqrt(2.0) * self.size)
+
+
+# Per-problem defaults of the warm start and the stages (measured on short runs, docs/prior.md):
+# the derivative problems start from the Poisson reconstruction; the decoder copy is fitted to it
+# only for dense gradients (the sparse baseline's artefacts would be copied).
+PROBLEM_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "ct": {},
+    "derivatives": {"init_steps": 200, "z_steps": 50, "init_finetune_steps": 1500,
+                    "finetune_steps": 50, "finetune_lr": 3e-5},
+    "sparse-derivatives": {"init_steps": 200, "z_steps": 50, "finetune_steps": 200},
+}
+
+
+def default_config(kind: str, **overrides) -> SolveConfig:
+    """``SolveConfig`` with :data:`PROBLEM_DEFAULTS` of ``kind``, then ``overrides``."""
+    _check_kind(kind)
+    return SolveConfig(**{**PROBLEM_DEFAULTS[kind], **overrides})
 
 
 @dataclass
@@ -231,13 +265,59 @@ def data_loss(
     return loss
 
 
+def warm_start_target(problem: Problem, resolution: int) -> torch.Tensor:
+    """The baseline reconstruction area-averaged to ``resolution``, zero mean: ``(1, 1, d, d)``."""
+    start = baseline(problem)
+    target = F.adaptive_avg_pool2d(start, resolution)
+    return target - target.mean()
+
+
+def warm_start_loss(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean |(G - mean G) - target|^2 / mean |target|^2``: the fit up to the unknown constant.
+
+    ``images`` and ``target (1, C, d, d)``, ``target`` of zero mean (:func:`warm_start_target`).
+    """
+    return (images - images.mean() - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+
+
+def _adam(
+    parameters: list[torch.Tensor],
+    lr: float,
+    steps: int,
+    loss_fn: Callable[[], torch.Tensor],
+    phase: str,
+    losses: dict[str, list[float]],
+    progress: Progress | None,
+    cosine: bool = False,
+) -> None:
+    """``steps`` Adam steps on ``loss_fn()``; cosine decay of the lr to 0 when ``cosine``."""
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    for step in range(steps):
+        if cosine:
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
+        loss = loss_fn()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses[phase].append(loss.item())
+        if progress:
+            progress(phase, step, losses[phase][-1])
+
+
 def solve(
     problem: Problem,
     prior: ContinuousPrior,
     config: SolveConfig,
     progress: Progress | None = None,
 ) -> dict:
-    """Solve a single-image ``problem``; returns ``estimate (1, 1, n, n)``, ``losses``, ``z``."""
+    """Solve a single-image ``problem``; returns ``estimate (1, 1, n, n)``, ``low_res``,
+    ``losses`` (per phase: ``init``, ``z``, ``init_finetune``, ``finetune``) and ``z``.
+
+    Phases, in order: ``init`` (warm start of ``z`` on the baseline), ``z`` (Adam on ``z``, the
+    data term), ``init_finetune`` (warm start of the decoder copy on the baseline),
+    ``finetune`` (Adam on the decoder copy, the data term).
+    """
     if problem.truth.shape[0] != 1:
         raise ValueError("solve takes a single-image problem: use problem.select(i)")
     _check_kind(problem.kind)
@@ -245,42 +325,27 @@ def solve(
         module.requires_grad_(False)
     generator = torch.Generator().manual_seed(config.seed)
     z = torch.zeros(1, prior.latent, requires_grad=True)
-    optimizer = torch.optim.Adam([z], lr=config.z_lr)
-    losses: dict[str, list[float]] = {"init": [], "z": [], "finetune": []}
-    if config.init_steps:
-        start = baseline(problem).to(z.dtype)
-        start = (start - start.mean()) / start.std().clamp_min(1e-12)
-        for step in range(config.init_steps):
-            image = prior.render(prior.generate(z), config.size)
-            image = (image - image.mean()) / image.std().clamp_min(1e-12)
-            loss = (image - start).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses["init"].append(loss.item())
-            if progress:
-                progress("init", step, losses["init"][-1])
-        optimizer = torch.optim.Adam([z], lr=config.z_lr)
-    for step in range(config.z_steps):
+    losses: dict[str, list[float]] = {"init": [], "z": [], "init_finetune": [], "finetune": []}
+    target = None
+    if config.init_steps or config.init_finetune_steps:
+        target = warm_start_target(problem, prior.autoencoder.size).to(z.dtype)
+    _adam([z], config.init_lr, config.init_steps,
+          lambda: warm_start_loss(prior.generate(z), target), "init", losses, progress)
+
+    def z_loss() -> torch.Tensor:
         loss = data_loss(problem, prior, prior.generate(z), config, generator)
-        loss = loss + config.latent_weight * z.pow(2).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses["z"].append(loss.item())
-        if progress:
-            progress("z", step, losses["z"][-1])
+        return loss + config.latent_weight * z.pow(2).sum()
+
+    _adam([z], config.z_lr, config.z_steps, z_loss, "z", losses, progress)
     decoder = copy.deepcopy(prior.autoencoder.decoder).requires_grad_(True)
     latent = prior.flow.from_base(z.detach())
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.finetune_lr)
-    for step in range(config.finetune_steps):
-        loss = data_loss(problem, prior, decoder(latent), config, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses["finetune"].append(loss.item())
-        if progress:
-            progress("finetune", step, losses["finetune"][-1])
+    weights = list(decoder.parameters())
+    _adam(weights, config.init_finetune_lr, config.init_finetune_steps,
+          lambda: warm_start_loss(decoder(latent), target), "init_finetune", losses, progress,
+          cosine=True)
+    _adam(weights, config.finetune_lr, config.finetune_steps,
+          lambda: data_loss(problem, prior, decoder(latent), config, generator), "finetune",
+          losses, progress)
     with torch.no_grad():
         images = decoder(latent)
         estimate = prior.render(images, config.size)
