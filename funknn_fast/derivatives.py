@@ -118,18 +118,21 @@ def _affine_jets(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor,
 def _conv_same_2x2_jets_inplace(x: torch.Tensor, conv: nn.Conv2d,
                                 value_batch: int) -> torch.Tensor:
     """No-autograd variant of :func:`_conv_same_2x2_jets`: one GEMM per kernel tap, each tap's
-    product added in place to the shifted output (three activation-sized buffers alive instead
-    of the six of the im2col form)."""
+    product written into one reused buffer and added in place to the shifted output (three
+    activation-sized buffers alive: input, output and tap, instead of the six of the im2col
+    form)."""
     n, s, _, cin = x.shape
     weight = conv.weight
     flat = x.reshape(n * s * s, cin)
     out = (flat @ weight[:, :, 0, 0].t()).view(n, s, s, -1)
     out[:value_batch] += conv.bias
-    tap = (flat @ weight[:, :, 0, 1].t()).view(n, s, s, -1)
+    tap_flat = torch.empty_like(out).view(n * s * s, -1)
+    tap = tap_flat.view(n, s, s, -1)
+    torch.mm(flat, weight[:, :, 0, 1].t(), out=tap_flat)
     out[:, :, : s - 1] += tap[:, :, 1:]
-    tap = (flat @ weight[:, :, 1, 0].t()).view(n, s, s, -1)
+    torch.mm(flat, weight[:, :, 1, 0].t(), out=tap_flat)
     out[:, : s - 1] += tap[:, 1:]
-    tap = (flat @ weight[:, :, 1, 1].t()).view(n, s, s, -1)
+    torch.mm(flat, weight[:, :, 1, 1].t(), out=tap_flat)
     out[:, : s - 1, : s - 1] += tap[:, 1:, 1:]
     return out
 
