@@ -340,7 +340,7 @@ def test_cuda_jets_per_thread_code_matches_cpu_op(jets_harness, tmp_path, dtype,
 
     if OPS is None:
         pytest.skip("C++ extension not built")
-    tolerance = 1e-12 if dtype == torch.float64 else 2e-5
+    tolerance = 1e-12 if dtype == torch.float64 else 4e-6  # measured: 1e-15, 8e-7
     image, coords, step = jets_inputs(3 + specials, dtype, specials)
     generator = torch.Generator().manual_seed(7)
     cases = [(p, padding, mode) for padding in (0, 1, 2) for mode in (0, 1, 2) for p in (3, 4)]

@@ -278,9 +278,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_sample_jets_backward_cuda(
   // Deterministic mode records 16 C contributions per sample; chunks bound that buffer.
   const int64_t taps_per_query = pp * g.channels * 16;
   const int64_t chunk =
-      deterministic ? std::max<int64_t>(1, kJetsContributionsPerChunk / std::max<int64_t>(
-                                                                            taps_per_query, 1))
-                    : std::max<int64_t>(total, 1);
+      deterministic
+          ? std::max<int64_t>(1, kJetsContributionsPerChunk / std::max<int64_t>(taps_per_query, 1))
+          : std::max<int64_t>(total, 1);
   const dim3 block = jets_query_block(patch_size);
   int64_t blocks_total = 0;
   for (int64_t begin = 0; begin < total; begin += chunk)
