@@ -64,6 +64,20 @@ def test_solve_writes_metrics_and_figure(problem, prior_path, tmp_path):
     assert Image.open(tmp_path / f"{problem}.png").format == "PNG"
 
 
+def test_solve_derivatives_uses_the_problem_defaults(prior_path, tmp_path):
+    from funknn_fast.prior.solvers import PROBLEM_DEFAULTS
+
+    code = main(["solve", "derivatives", "--weights", str(prior_path), "--n-images", "1",
+                 "--size", "12", "--z-steps", "2", "--init-finetune-steps", "3",
+                 "--finetune-steps", "1", "--queries", "32", "--out-dir", str(tmp_path),
+                 "--quiet"])
+    assert code == 0
+    config = json.loads((tmp_path / "derivatives.json").read_text())["config"]
+    assert config["init_steps"] == PROBLEM_DEFAULTS["derivatives"]["init_steps"] > 0
+    assert config["finetune_lr"] == PROBLEM_DEFAULTS["derivatives"]["finetune_lr"]
+    assert (config["z_steps"], config["init_finetune_steps"], config["finetune_steps"]) == (2, 3, 1)
+
+
 def test_solve_rejects_bad_options(prior_path, tmp_path):
     assert main(["solve", "ct", "--weights", str(prior_path), "--n-images", "0"]) == 2
     assert main(["solve", "ct", "--weights", str(prior_path), "--sparse-fraction", "2"]) == 2

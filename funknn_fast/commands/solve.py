@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _defaults_text(name: str) -> str:
-    """The default of a SolveConfig field per problem, e.g. ``0 (derivatives: 200)``."""
+    """The default of a SolveConfig field per problem, e.g. ``0; derivatives: 200``."""
     from funknn_fast.prior.solvers import PROBLEM_DEFAULTS, SolveConfig
 
     base = SolveConfig.__dataclass_fields__[name].default
