@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from funknn_fast import op_autograd
 from funknn_fast._extension import extension_loaded
 
 OPS = torch.ops.funknn_fast if extension_loaded() else None
@@ -39,52 +40,6 @@ def _fake_double_backward(
     )
 
 
-def _setup_forward(ctx, inputs, output):
-    image, coords, step, patch_size, padding = inputs
-    ctx.save_for_backward(image, coords, step)
-    ctx.patch_size, ctx.padding = patch_size, padding
-
-
-def _forward_backward(ctx, grad_output):
-    image, coords, step = ctx.saved_tensors
-    mask = list(ctx.needs_input_grad[:3])
-    grads = OPS.patch_sample_backward(
-        grad_output, image, coords, step, ctx.patch_size, ctx.padding, mask
-    )
-    return tuple(g if m else None for g, m in zip(grads, mask)) + (None, None)
-
-
-def _setup_backward(ctx, inputs, output):
-    grad_output, image, coords, step, patch_size, padding, _ = inputs
-    ctx.save_for_backward(grad_output, image, coords, step)
-    ctx.patch_size, ctx.padding = patch_size, padding
-    ctx.set_materialize_grads(False)
-
-
-def _backward_backward(ctx, gg_image, gg_coords, gg_step):
-    grad_output, image, coords, step = ctx.saved_tensors
-    mask = list(ctx.needs_input_grad[:4])
-    if not any(mask) or (gg_image is None and gg_coords is None and gg_step is None):
-        return (None,) * 7
-    grads = OPS.patch_sample_double_backward(
-        grad_output,
-        image,
-        coords,
-        step,
-        gg_image,
-        gg_coords,
-        gg_step,
-        ctx.patch_size,
-        ctx.padding,
-        mask,
-    )
-    return tuple(g if m else None for g, m in zip(grads, mask)) + (None, None, None)
-
-
-def _setup_double_backward(ctx, inputs, output):
-    pass
-
-
 def _third_order(ctx, *grads):
     raise RuntimeError(
         "patch_sample: the compiled backends provide exact first and second derivatives; "
@@ -97,13 +52,17 @@ if OPS is not None:
     torch.library.register_fake("funknn_fast::patch_sample_backward")(_fake_backward)
     torch.library.register_fake("funknn_fast::patch_sample_double_backward")(_fake_double_backward)
     torch.library.register_autograd(
-        "funknn_fast::patch_sample", _forward_backward, setup_context=_setup_forward
+        "funknn_fast::patch_sample",
+        op_autograd.first_order_backward(OPS.patch_sample_backward),
+        setup_context=op_autograd.save_tensor_inputs,
     )
     torch.library.register_autograd(
-        "funknn_fast::patch_sample_backward", _backward_backward, setup_context=_setup_backward
+        "funknn_fast::patch_sample_backward",
+        op_autograd.second_order_backward(OPS.patch_sample_double_backward),
+        setup_context=op_autograd.save_backward_inputs,
     )
     torch.library.register_autograd(
         "funknn_fast::patch_sample_double_backward",
         _third_order,
-        setup_context=_setup_double_backward,
+        setup_context=op_autograd.no_setup,
     )

@@ -42,7 +42,7 @@ import numbers
 
 import torch
 
-from funknn_fast import cpp_ops
+from funknn_fast import cpp_ops, op_autograd
 from funknn_fast.backends import BackendUnavailableError, select_backend
 from funknn_fast.padding import PADDING_CODES, padding_code
 from funknn_fast.patch_sample import StepLike, _as_step_tensor, _check_image_and_coords
@@ -159,25 +159,6 @@ def _fake_jets_backward(grad_jets, image, coords, step, patch_size, padding, mod
     )
 
 
-def _setup_jets(ctx, inputs, output):
-    image, coords, step, patch_size, padding, mode = inputs
-    ctx.save_for_backward(image, coords, step)
-    ctx.patch_size, ctx.padding, ctx.mode = patch_size, padding, mode
-
-
-def _jets_backward(ctx, grad_jets):
-    image, coords, step = ctx.saved_tensors
-    mask = list(ctx.needs_input_grad[:3])
-    grads = OPS.patch_sample_jets_backward(
-        grad_jets, image, coords, step, ctx.patch_size, ctx.padding, ctx.mode, mask
-    )
-    return tuple(g if m else None for g, m in zip(grads, mask, strict=True)) + (None, None, None)
-
-
-def _setup_jets_backward(ctx, inputs, output):
-    pass
-
-
 def _jets_second_order(ctx, *grads):
     raise RuntimeError(
         "patch_sample_jets: the compiled backend is differentiable to first order; "
@@ -189,12 +170,14 @@ if OPS is not None:
     torch.library.register_fake("funknn_fast::patch_sample_jets")(_fake_jets)
     torch.library.register_fake("funknn_fast::patch_sample_jets_backward")(_fake_jets_backward)
     torch.library.register_autograd(
-        "funknn_fast::patch_sample_jets", _jets_backward, setup_context=_setup_jets
+        "funknn_fast::patch_sample_jets",
+        op_autograd.first_order_backward(OPS.patch_sample_jets_backward),
+        setup_context=op_autograd.save_tensor_inputs,
     )
     torch.library.register_autograd(
         "funknn_fast::patch_sample_jets_backward",
         _jets_second_order,
-        setup_context=_setup_jets_backward,
+        setup_context=op_autograd.no_setup,
     )
 
 

@@ -43,6 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
+from funknn_fast import op_autograd
 from funknn_fast.kernels import patch_sample_triton as pst
 from funknn_fast.kernels.patch_sample_triton import MAX_POSITION, _axis_taps, _scatter_row
 from funknn_fast.padding import PADDING_CODES
@@ -434,27 +435,15 @@ def _forward(
     mode: int,
 ) -> torch.Tensor:
     _check_jets_inputs(image, coords, step, patch_size, padding, mode)
-    batch, channels, height, width = image.shape
-    queries = coords.shape[1]
+    batch, channels = image.shape[:2]
     p = patch_size
-    components = JET_COUNTS[mode]
     out = torch.empty(
-        (components, batch, queries, channels, p, p), dtype=image.dtype, device=image.device
+        (JET_COUNTS[mode], batch, coords.shape[1], channels, p, p), dtype=image.dtype,
+        device=image.device,
     )
-    if out.numel() == 0:
-        return out
-    compute = pst._compute_dtype(image)
-    coords_c = coords.to(compute).contiguous()
-    step_c = step.to(compute).contiguous()
-    chunk = pst._channel_chunk(channels, image.dtype)
-    image_cl, chunks = pst._channels_last_chunks(image, chunk)
-    total = batch * queries * p * p
-    block, warps = pst._forward_launch_config()
-    _jets_forward_kernel[(triton.cdiv(total, block),)](
-        image_cl, coords_c, step_c, out, total, queries, channels, height, width, chunks,
-        out[0].numel(), P=p, CB=chunk, PADDING=padding, MODE=mode, BLOCK=block, num_warps=warps,
+    return pst._launch_forward(
+        _jets_forward_kernel, out, image, coords, step, p, padding, out[0].numel(), MODE=mode
     )
-    return out
 
 
 def _backward(
@@ -468,7 +457,7 @@ def _backward(
     output_mask: list[bool],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check_jets_inputs(image, coords, step, patch_size, padding, mode)
-    batch, channels, height, width = image.shape
+    batch, channels = image.shape[:2]
     queries = coords.shape[1]
     p = patch_size
     expected = (JET_COUNTS[mode], batch, queries, channels, p, p)
@@ -482,39 +471,9 @@ def _backward(
             f"triton_patch_sample_jets_backward: output_mask must have 3 entries, "
             f"got {list(output_mask)}"
         )
-    need_image, need_coords, need_step = (bool(m) for m in output_mask)
-    need_pos = need_coords or need_step
-    compute = pst._compute_dtype(image)
-    padded, per_program, warps = pst._tile_config(p, 256)
-    scratch = pst._Scratch(image, compute, need_image, channels * padded * 16)
-    grad_coords = torch.zeros(coords.shape, dtype=compute, device=image.device)
-    total = batch * queries
-    chunk = scratch.chunk_size(total)
-    programs = sum(
-        triton.cdiv(e - b, per_program) for b, e, _ in pst._query_chunks(total, chunk, 1)
-    )
-    partials = torch.zeros((max(programs, 1), 2), dtype=compute, device=image.device)
-    if grad_jets.numel() > 0 and (need_image or need_pos):
-        go = grad_jets.contiguous()
-        image_c = image.contiguous()
-        coords_c = coords.to(compute).contiguous()
-        step_c = step.to(compute).contiguous()
-        grad_image = scratch.grad_image if need_image else scratch.dummy
-        for begin, end, offset in pst._query_chunks(total, chunk, per_program):
-            values, indices = scratch.buffers(end - begin)
-            _jets_backward_kernel[(triton.cdiv(end - begin, per_program),)](
-                go, image_c, coords_c, step_c, grad_image, grad_coords, partials, values,
-                indices, begin, end, offset, queries, channels, height, width, go[0].numel(),
-                P=p, PPAD=padded, PADDING=padding, MODE=mode, BLOCK_Q=per_program,
-                NEED_IMAGE=need_image, NEED_POS=need_pos, DETERMINISTIC=scratch.deterministic,
-                num_warps=warps,
-            )
-            scratch.accumulate(values, indices)
-    grad_image = scratch.image_gradient()
-    return (
-        torch.zeros_like(image) if grad_image is None else grad_image.to(image.dtype),
-        grad_coords.to(coords.dtype) if need_coords else torch.zeros_like(coords),
-        partials.sum(0).to(step.dtype) if need_step else torch.zeros_like(step),
+    return pst._launch_backward(
+        _jets_backward_kernel, grad_jets, image, coords, step, p, padding, output_mask,
+        grad_jets[0].numel(), MODE=mode,
     )
 
 
@@ -552,21 +511,6 @@ def _fake_backward(grad_jets, image, coords, step, patch_size, padding, mode, ou
     return torch.empty_like(image), torch.empty_like(coords), torch.empty_like(step)
 
 
-def _setup_forward(ctx, inputs, output):
-    image, coords, step, patch_size, padding, mode = inputs
-    ctx.save_for_backward(image, coords, step)
-    ctx.patch_size, ctx.padding, ctx.mode = patch_size, padding, mode
-
-
-def _forward_backward(ctx, grad_jets):
-    image, coords, step = ctx.saved_tensors
-    mask = list(ctx.needs_input_grad[:3])
-    grads = backward_op(
-        grad_jets, image, coords, step, ctx.patch_size, ctx.padding, ctx.mode, mask
-    )
-    return tuple(g if m else None for g, m in zip(grads, mask, strict=True)) + (None,) * 3
-
-
 def _second_order(ctx, *grads):
     raise RuntimeError(
         "patch_sample_jets: the Triton backend is differentiable to first order; "
@@ -574,8 +518,10 @@ def _second_order(ctx, *grads):
     )
 
 
-forward_op.register_autograd(_forward_backward, setup_context=_setup_forward)
-backward_op.register_autograd(_second_order, setup_context=lambda ctx, inputs, output: None)
+forward_op.register_autograd(
+    op_autograd.first_order_backward(backward_op), setup_context=op_autograd.save_tensor_inputs
+)
+backward_op.register_autograd(_second_order, setup_context=op_autograd.no_setup)
 
 
 def triton_patch_sample_jets(

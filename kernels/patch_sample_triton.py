@@ -39,6 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
+from funknn_fast import op_autograd
 from funknn_fast.padding import PADDING_CODES
 
 MAX_POSITION: tl.constexpr = tl.constexpr(1099511627776.0)  # 2^40 pixels, as the C++ kernels
@@ -492,12 +493,27 @@ def _forward(
     image: torch.Tensor, coords: torch.Tensor, step: torch.Tensor, patch_size: int, padding: int
 ) -> torch.Tensor:
     _check_inputs(image, coords, step, patch_size, padding)
+    batch, channels = image.shape[:2]
+    p = patch_size
+    out = torch.empty(
+        (batch, coords.shape[1], channels, p, p), dtype=image.dtype, device=image.device
+    )
+    return _launch_forward(_forward_kernel, out, image, coords, step, p, padding)
+
+
+def _launch_forward(
+    kernel, out: torch.Tensor, image: torch.Tensor, coords: torch.Tensor, step: torch.Tensor,
+    patch_size: int, padding: int, *extra_args, **extra_meta,
+) -> torch.Tensor:
+    """Host side of a forward kernel (this module's or the jets'), inputs already checked: one
+    program per BLOCK (query, sample) pairs over a channels-last copy of the image, launched as
+    ``kernel[grid](image_cl, coords, step, out, total, Q, C, H, W, chunks, *extra_args, P=, CB=,
+    PADDING=, BLOCK=, num_warps=, **extra_meta)``; returns ``out``."""
+    if out.numel() == 0:
+        return out
     batch, channels, height, width = image.shape
     queries = coords.shape[1]
     p = patch_size
-    out = torch.empty((batch, queries, channels, p, p), dtype=image.dtype, device=image.device)
-    if out.numel() == 0:
-        return out
     compute = _compute_dtype(image)
     coords_c = coords.to(compute).contiguous()
     step_c = step.to(compute).contiguous()
@@ -505,9 +521,9 @@ def _forward(
     image_cl, chunks = _channels_last_chunks(image, chunk)
     total = batch * queries * p * p
     block, warps = _forward_launch_config()
-    _forward_kernel[(triton.cdiv(total, block),)](
+    kernel[(triton.cdiv(total, block),)](
         image_cl, coords_c, step_c, out, total, queries, channels, height, width, chunks,
-        P=p, CB=chunk, PADDING=padding, BLOCK=block, num_warps=warps,
+        *extra_args, P=p, CB=chunk, PADDING=padding, BLOCK=block, num_warps=warps, **extra_meta,
     )
     return out
 
@@ -565,7 +581,7 @@ def _backward(
     output_mask: list[bool],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check_inputs(image, coords, step, patch_size, padding)
-    batch, channels, height, width = image.shape
+    batch, channels = image.shape[:2]
     queries = coords.shape[1]
     p = patch_size
     if grad_output.shape != (batch, queries, channels, p, p):
@@ -574,6 +590,25 @@ def _backward(
             f"triton_patch_sample_backward: grad_output must be {expected}, "
             f"got {tuple(grad_output.shape)}"
         )
+    return _launch_backward(
+        _backward_kernel, grad_output, image, coords, step, p, padding, output_mask
+    )
+
+
+def _launch_backward(
+    kernel, grad: torch.Tensor, image: torch.Tensor, coords: torch.Tensor, step: torch.Tensor,
+    patch_size: int, padding: int, output_mask: list[bool], *extra_args, **extra_meta,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Host side of a first-order backward kernel (this module's or the jets'), inputs already
+    checked: tiles of queries x padded samples, image gradient by atomics or (deterministic)
+    contribution records, step gradient from per-program partials summed in a fixed order.
+    Launched as ``kernel[grid](grad, image, coords, step, grad_image, grad_coords, partials,
+    values, indices, q_begin, q_end, partial_offset, Q, C, H, W, *extra_args, P=, PPAD=,
+    PADDING=, BLOCK_Q=, NEED_IMAGE=, NEED_POS=, DETERMINISTIC=, num_warps=, **extra_meta)``;
+    returns the gradients w.r.t. (image, coords, step), zeros where ``output_mask`` is False."""
+    batch, channels, height, width = image.shape
+    queries = coords.shape[1]
+    p = patch_size
     need_image, need_coords, need_step = (bool(m) for m in output_mask)
     need_pos = need_coords or need_step
     compute = _compute_dtype(image)
@@ -584,20 +619,20 @@ def _backward(
     chunk = scratch.chunk_size(total)
     programs = sum(triton.cdiv(e - b, per_program) for b, e, _ in _query_chunks(total, chunk, 1))
     partials = torch.zeros((max(programs, 1), 2), dtype=compute, device=image.device)
-    if grad_output.numel() > 0 and (need_image or need_pos):
-        go = grad_output.contiguous()
+    if grad.numel() > 0 and (need_image or need_pos):
+        go = grad.contiguous()
         image_c = image.contiguous()
         coords_c = coords.to(compute).contiguous()
         step_c = step.to(compute).contiguous()
         grad_image = scratch.grad_image if need_image else scratch.dummy
         for begin, end, offset in _query_chunks(total, chunk, per_program):
             values, indices = scratch.buffers(end - begin)
-            _backward_kernel[(triton.cdiv(end - begin, per_program),)](
+            kernel[(triton.cdiv(end - begin, per_program),)](
                 go, image_c, coords_c, step_c, grad_image, grad_coords, partials, values, indices,
-                begin, end, offset, queries, channels, height, width,
+                begin, end, offset, queries, channels, height, width, *extra_args,
                 P=p, PPAD=padded, PADDING=padding, BLOCK_Q=per_program,
                 NEED_IMAGE=need_image, NEED_POS=need_pos, DETERMINISTIC=scratch.deterministic,
-                num_warps=warps,
+                num_warps=warps, **extra_meta,
             )
             scratch.accumulate(values, indices)
     grad_image = scratch.image_gradient()
@@ -741,38 +776,6 @@ def _fake_double_backward(
     )
 
 
-def _setup_forward(ctx, inputs, output):
-    image, coords, step, patch_size, padding = inputs
-    ctx.save_for_backward(image, coords, step)
-    ctx.patch_size, ctx.padding = patch_size, padding
-
-
-def _forward_backward(ctx, grad_output):
-    image, coords, step = ctx.saved_tensors
-    mask = list(ctx.needs_input_grad[:3])
-    grads = backward_op(grad_output, image, coords, step, ctx.patch_size, ctx.padding, mask)
-    return tuple(g if m else None for g, m in zip(grads, mask, strict=True)) + (None, None)
-
-
-def _setup_backward(ctx, inputs, output):
-    grad_output, image, coords, step, patch_size, padding, _ = inputs
-    ctx.save_for_backward(grad_output, image, coords, step)
-    ctx.patch_size, ctx.padding = patch_size, padding
-    ctx.set_materialize_grads(False)
-
-
-def _backward_backward(ctx, gg_image, gg_coords, gg_step):
-    grad_output, image, coords, step = ctx.saved_tensors
-    mask = list(ctx.needs_input_grad[:4])
-    if not any(mask) or (gg_image is None and gg_coords is None and gg_step is None):
-        return (None,) * 7
-    grads = double_backward_op(
-        grad_output, image, coords, step, gg_image, gg_coords, gg_step,
-        ctx.patch_size, ctx.padding, mask,
-    )
-    return tuple(g if m else None for g, m in zip(grads, mask, strict=True)) + (None,) * 3
-
-
 def _third_order(ctx, *grads):
     raise RuntimeError(
         "patch_sample: the Triton backend provides exact first and second derivatives; "
@@ -780,9 +783,14 @@ def _third_order(ctx, *grads):
     )
 
 
-forward_op.register_autograd(_forward_backward, setup_context=_setup_forward)
-backward_op.register_autograd(_backward_backward, setup_context=_setup_backward)
-double_backward_op.register_autograd(_third_order, setup_context=lambda ctx, inputs, output: None)
+forward_op.register_autograd(
+    op_autograd.first_order_backward(backward_op), setup_context=op_autograd.save_tensor_inputs
+)
+backward_op.register_autograd(
+    op_autograd.second_order_backward(double_backward_op),
+    setup_context=op_autograd.save_backward_inputs,
+)
+double_backward_op.register_autograd(_third_order, setup_context=op_autograd.no_setup)
 
 
 def triton_patch_sample(
