@@ -36,6 +36,36 @@ def _compute(image: str) -> str:
     return "fp64" if image == "fp64" else "fp32"
 
 
+def _torch_dtype(image: str):
+    import torch
+
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
+            "fp64": torch.float64}[image]
+
+
+def _forward_pointers(image: str) -> dict[str, str]:
+    """Pointer types of a forward kernel's arguments for an image dtype."""
+    c = _compute(image)
+    return {"image_ptr": _TYPES[image], "coords_ptr": _TYPES[c], "step_ptr": _TYPES[c],
+            "out_ptr": _TYPES[image]}
+
+
+def _backward_pointers(image: str) -> dict[str, str]:
+    """Pointer types of the backward kernels' arguments (double backward's included)."""
+    c = _compute(image)
+    return {
+        "go_ptr": _TYPES[image], "image_ptr": _TYPES[image], "coords_ptr": _TYPES[c],
+        "step_ptr": _TYPES[c], "gimg_ptr": _TYPES[c], "gcoords_ptr": _TYPES[c],
+        "partial_ptr": _TYPES[c], "val_ptr": _TYPES[c], "idx_ptr": "*i64",
+        "vimg_ptr": _TYPES[image], "vcoords_ptr": _TYPES[c], "vstep_ptr": _TYPES[c],
+        "ggo_ptr": _TYPES[image],
+    }
+
+
+# The 64-bit integer arguments of the backward kernels.
+_BACKWARD_INTS = {"q_begin": "i64", "q_end": "i64", "partial_offset": "i64"}
+
+
 def _signature(kernel, pointers: dict[str, str], ints: dict[str, str], constexprs: dict) -> dict:
     signature = {}
     for name in kernel.arg_names:
@@ -51,32 +81,20 @@ def _signature(kernel, pointers: dict[str, str], ints: dict[str, str], constexpr
 def variants(quick: bool, patch_size: int = 9) -> list[tuple[str, object, dict, dict, dict, int]]:
     """(label, kernel, pointer types, int types, constexprs, warps) of the variants to compile,
     with the launch configurations ``patch_sample_triton`` uses."""
-    import torch
-
     out = []
     images = ["bf16", "fp32"] if quick else ["fp16", "bf16", "fp32", "fp64"]
-    torch_dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
-                    "fp64": torch.float64}
     block, forward_warps = pst._forward_launch_config()
     padded, per_program, backward_warps = pst._tile_config(patch_size, 256)
     _, per_program_2, double_warps = pst._tile_config(patch_size, 128)
     for image in images:
-        c = _compute(image)
-        pointers = {"image_ptr": _TYPES[image], "coords_ptr": _TYPES[c], "step_ptr": _TYPES[c],
-                    "out_ptr": _TYPES[image]}
-        chunks = {pst._channel_chunk(channels, torch_dtypes[image]) for channels in (1, 2, 3)}
-        for chunk in ([pst._channel_chunk(3, torch_dtypes[image])] if quick else sorted(chunks)):
+        pointers = _forward_pointers(image)
+        chunks = {pst._channel_chunk(channels, _torch_dtype(image)) for channels in (1, 2, 3)}
+        for chunk in ([pst._channel_chunk(3, _torch_dtype(image))] if quick else sorted(chunks)):
             constexprs = {"P": patch_size, "CB": chunk, "PADDING": 2, "BLOCK": block}
             out.append((f"forward {image} CB={chunk}", pst._forward_kernel, pointers,
                         {"total": "i64"}, constexprs, forward_warps))
-        backward_pointers = {
-            "go_ptr": _TYPES[image], "image_ptr": _TYPES[image], "coords_ptr": _TYPES[c],
-            "step_ptr": _TYPES[c], "gimg_ptr": _TYPES[c], "gcoords_ptr": _TYPES[c],
-            "partial_ptr": _TYPES[c], "val_ptr": _TYPES[c], "idx_ptr": "*i64",
-            "vimg_ptr": _TYPES[image], "vcoords_ptr": _TYPES[c], "vstep_ptr": _TYPES[c],
-            "ggo_ptr": _TYPES[image],
-        }
-        ints = {"q_begin": "i64", "q_end": "i64", "partial_offset": "i64"}
+        backward_pointers = _backward_pointers(image)
+        ints = _BACKWARD_INTS
         for deterministic in ([False] if quick and image != "fp32" else [False, True]):
             constexprs = {"P": patch_size, "PPAD": padded, "PADDING": 2,
                           "BLOCK_Q": per_program, "NEED_IMAGE": True, "NEED_POS": True,
@@ -99,32 +117,21 @@ def jets_variants(
     """Variants of the ``patch_jets_triton`` kernels, with the launch configurations it uses:
     every mode of the forward and backward (quick: the widest mode per dtype, and the others in
     float32)."""
-    import torch
-
     out = []
     images = ["bf16", "fp32", "fp64"] if quick else ["fp16", "bf16", "fp32", "fp64"]
-    torch_dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
-                    "fp64": torch.float64}
     block, forward_warps = pst._forward_launch_config()
     padded, per_program, backward_warps = pst._tile_config(patch_size, 256)
     for image in images:
-        c = _compute(image)
         modes = [0, 1, 2] if image == "fp32" or not quick else [2]
-        pointers = {"image_ptr": _TYPES[image], "coords_ptr": _TYPES[c], "step_ptr": _TYPES[c],
-                    "out_ptr": _TYPES[image]}
-        chunk = pst._channel_chunk(3, torch_dtypes[image])
+        pointers = _forward_pointers(image)
+        chunk = pst._channel_chunk(3, _torch_dtype(image))
         for mode in modes:
             constexprs = {"P": patch_size, "CB": chunk, "PADDING": 2, "MODE": mode, "BLOCK": block}
             out.append((f"jets forward {image} mode={mode} CB={chunk}", pjt._jets_forward_kernel,
                         pointers, {"total": "i64", "component_stride": "i64"}, constexprs,
                         forward_warps))
-        backward_pointers = {
-            "go_ptr": _TYPES[image], "image_ptr": _TYPES[image], "coords_ptr": _TYPES[c],
-            "step_ptr": _TYPES[c], "gimg_ptr": _TYPES[c], "gcoords_ptr": _TYPES[c],
-            "partial_ptr": _TYPES[c], "val_ptr": _TYPES[c], "idx_ptr": "*i64",
-        }
-        ints = {"q_begin": "i64", "q_end": "i64", "partial_offset": "i64",
-                "component_stride": "i64"}
+        backward_pointers = _backward_pointers(image)
+        ints = {**_BACKWARD_INTS, "component_stride": "i64"}
         for mode in modes:
             for deterministic in [False, True] if image == "fp32" and mode == 2 else [False]:
                 constexprs = {"P": patch_size, "PPAD": padded, "PADDING": 2, "MODE": mode,
