@@ -8,10 +8,22 @@ specialisations (patch size, mode, padding and dtype are compile-time constants)
 compiles on first use.
 """
 
-import os
-
 import pytest
 import torch
+from _backend_cases import (
+    DEVICE,
+    MID,
+    ODD,
+    PADDINGS,
+    TINY,
+    benchmark_scale_results,
+    make_inputs,
+)
+from _backend_cases import GPU_BACKENDS as BACKENDS
+from _backend_cases import JET_MODE_NAMES as MODES
+from _backend_cases import assert_jets_close_scaled as assert_close_scaled
+from _backend_cases import jets_reference as reference
+from _backend_cases import require as require_backend
 
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
@@ -21,58 +33,11 @@ from funknn_fast.jets import (  # noqa: E402
     _select_jets_backend,
     has_cuda_jets_kernels,
     patch_sample_jets,
-    patch_sample_jets_reference,
 )
-
-DEVICE = torch.device("cuda")
-BACKENDS = ("triton", "cuda")
-PADDINGS = ("zeros", "border", "reflection")
-MODES = ("gradient", "laplacian", "hessian")
-# (B, C, H, W, Q, p, coordinate half-range)
-ODD = (2, 2, 3, 1, 5, 9, 30.0)
-TINY = (1, 1, 1, 2, 3, 1, 4.0)
-MID = (2, 3, 37, 50, 257, 9, 1.5)
 
 
 def require(backend: str) -> None:
-    status = backends()[backend]
-    reason = None if status.available else status.reason
-    if reason is None and backend == "cuda" and not has_cuda_jets_kernels():
-        reason = "the extension has no CUDA jets kernels (csrc/cuda/patch_jets_cuda.cu)"
-    if reason is None:
-        return
-    message = f"backend {backend!r} unavailable for patch_sample_jets: {reason}"
-    if os.environ.get("FUNKNN_REQUIRE_GPU_BACKENDS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def make_inputs(case, dtype, seed=0, requires_grad=False):
-    batch, channels, height, width, queries, _, spread = case
-    generator = torch.Generator().manual_seed(seed)
-    image = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
-    coords = (torch.rand(batch, queries, 2, generator=generator, dtype=torch.float64) * 2 - 1)
-    coords = coords * spread
-    step = torch.tensor([0.8, 1.35], dtype=torch.float64) + 0.1 * torch.rand(2, generator=generator)
-    return tuple(t.to(DEVICE, dtype).requires_grad_(requires_grad) for t in (image, coords, step))
-
-
-def reference(image, coords, step, patch_size, padding, mode):
-    return patch_sample_jets_reference(
-        image.double(), coords.double(), step.double(), patch_size, padding, mode
-    )
-
-
-def assert_close_scaled(actual, expected, tol, what):
-    """max |actual - expected| <= tol (1 + max |expected|), per jet component when 6-d."""
-    actual, expected = actual.detach().double(), expected.detach().double()
-    if expected.numel() == 0:
-        return
-    pairs = zip(actual, expected, strict=True) if expected.dim() == 6 else [(actual, expected)]
-    for k, (a, e) in enumerate(pairs):
-        scale = 1.0 + float(e.abs().max())
-        error = float((a - e).abs().max())
-        assert error <= tol * scale, f"{what} [{k}]: max error {error:.3g} > {tol * scale:.3g}"
+    require_backend(backend, jets=True)
 
 
 def test_auto_picks_a_gpu_backend():
@@ -183,19 +148,10 @@ def test_backends_agree_at_benchmark_scale():
                  and (b != "cuda" or has_cuda_jets_kernels())]
     if not available:
         pytest.skip("no GPU backend of patch_sample_jets available")
-    generator = torch.Generator().manual_seed(3)
-    image = torch.rand(8, 3, 128, 128, generator=generator)
-    coords = torch.rand(8, 1024, 2, generator=generator) * 2.2 - 1.1
-    step = torch.tensor([1.0, 0.75])
-    weights = torch.randn(6, 8, 1024, 3, 9, 9, generator=generator)
-    cpu_backend = "cpu" if backends()["cpu"].available else "torch"
-    results = {}
-    for backend in available + [cpu_backend]:
-        device = "cpu" if backend == cpu_backend else DEVICE
-        inputs = [t.to(device).requires_grad_() for t in (image, coords, step)]
-        out = patch_sample_jets(*inputs, 9, "reflection", "hessian", backend)
-        grads = torch.autograd.grad(out, inputs, weights.to(device))
-        results[backend] = [t.detach().cpu() for t in (out, *grads)]
+    results, cpu_backend = benchmark_scale_results(
+        lambda i, c, s, backend: patch_sample_jets(i, c, s, 9, "reflection", "hessian", backend),
+        (6, 8, 1024, 3, 9, 9), available,
+    )
     for backend in available:
         for name, got, want in zip(("jets", "image", "coords", "step"), results[backend],
                                    results[cpu_backend], strict=True):

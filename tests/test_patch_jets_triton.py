@@ -6,24 +6,21 @@ TRITON_INTERPRET=1 before anything imports the kernels); with one they run on CU
 backward. Shapes are tiny: the interpreter is slow.
 """
 
-import os
-
 import pytest
 import torch
+from _backend_cases import DEVICE, PADDINGS, aot_check, make_inputs, skip_unless_triton_runs
+from _backend_cases import JET_MODE_NAMES as MODES
+from _backend_cases import assert_jets_close_scaled as assert_close_scaled
+from _backend_cases import jets_reference as reference
 
-pytest.importorskip("triton")
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("no CUDA device and TRITON_INTERPRET is not set", allow_module_level=True)
+skip_unless_triton_runs()
 
 from funknn_fast import backends, jets  # noqa: E402
 from funknn_fast.backends import BackendUnavailableError  # noqa: E402
-from funknn_fast.jets import JET_MODES, patch_sample_jets, patch_sample_jets_reference  # noqa: E402
+from funknn_fast.jets import JET_MODES, patch_sample_jets  # noqa: E402
 from funknn_fast.kernels import patch_jets_triton as pjt  # noqa: E402
 from funknn_fast.kernels import patch_sample_triton as pst  # noqa: E402
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-PADDINGS = ("zeros", "border", "reflection")
-MODES = ("gradient", "laplacian", "hessian")
 # (B, C, H, W, Q, p, coordinate half-range): H or W in {1, 2, 3}, p in {1, 2, 3, 5}, non-square
 # images, coordinates far outside [-1, 1], 1 to 5 channels (the forward reads chunks of 4).
 CASES = (
@@ -33,37 +30,6 @@ CASES = (
     (1, 4, 6, 2, 3, 2, 2.0),
     (1, 5, 2, 3, 2, 5, 1.1),
 )
-
-
-def make_inputs(case, dtype, seed=0, requires_grad=False):
-    batch, channels, height, width, queries, _, spread = case
-    generator = torch.Generator().manual_seed(seed)
-    image = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
-    coords = (torch.rand(batch, queries, 2, generator=generator, dtype=torch.float64) * 2 - 1)
-    coords = coords * spread
-    # Anisotropic, non-integer step.
-    step = torch.tensor([0.8, 1.35], dtype=torch.float64) + 0.1 * torch.rand(2, generator=generator)
-    return tuple(
-        t.to(DEVICE, dtype).requires_grad_(requires_grad) for t in (image, coords, step)
-    )
-
-
-def reference(image, coords, step, patch_size, padding, mode):
-    return patch_sample_jets_reference(
-        image.double(), coords.double(), step.double(), patch_size, padding, mode
-    )
-
-
-def assert_close_scaled(actual, expected, tol, what):
-    """max |actual - expected| <= tol (1 + max |expected|), per jet component when 6-d."""
-    actual, expected = actual.detach().double(), expected.detach()
-    if expected.numel() == 0:
-        return
-    pairs = zip(actual, expected, strict=True) if expected.dim() == 6 else [(actual, expected)]
-    for k, (a, e) in enumerate(pairs):
-        scale = 1.0 + float(e.abs().max())
-        error = float((a - e).abs().max())
-        assert error <= tol * scale, f"{what} [{k}]: max error {error:.3g} > {tol * scale:.3g}"
 
 
 @pytest.mark.parametrize("padding", PADDINGS)
@@ -289,48 +255,24 @@ def test_dispatch_triton_auto_and_cuda_fallback(monkeypatch):
 
 def test_kernels_compile_for_sm90_without_spills():
     """Ahead-of-time compile (no GPU needed) of the jets kernels, every mode in float32 and the
-    Hessian mode in bfloat16 and float64. A pass is remembered under ~/.cache/funknn_fast (keyed
-    by the kernel sources and Triton's version); FUNKNN_AOT_CHECK_NO_CACHE=1 forces the check."""
-    import hashlib
-    import json
-    import pathlib
-    import subprocess
-    import sys
+    Hessian mode in bfloat16 and float64 (a pass is remembered: ``_backend_cases.aot_check``)."""
 
-    import triton
+    def check(report):
+        labels = [row["variant"] for row in report]
+        assert len(report) == 11 and all(label.startswith("jets") for label in labels), labels
+        for mode in range(3):
+            assert any(f"forward fp32 mode={mode}" in label for label in labels)
+            assert any(f"backward fp32 mode={mode}" in label for label in labels)
+        for row in report:
+            assert row["registers"] > 0 and row["spill_bytes"] == 0, row
+            if "forward" in row["variant"]:
+                assert row["vector_loads"] > 0, row  # one vector load per tap and channel chunk
+            if "backward" in row["variant"] and "det=False" in row["variant"]:
+                assert row["atomics"] > 0, row
+            if "det=True" in row["variant"]:
+                assert row["atomics"] == 0, row
 
-    ptxas = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    if not ptxas.is_file():
-        pytest.skip("Triton's NVIDIA backend (ptxas) is not installed")
-    digest = hashlib.sha256(triton.__version__.encode() + b"jets")
-    for module in (pjt, pst, __import__("funknn_fast.kernels.aot_check").kernels.aot_check):
-        digest.update(pathlib.Path(module.__file__).read_bytes())
-    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
-    marker = cache / "funknn_fast" / "aot_check" / digest.hexdigest()
-    if marker.exists() and os.environ.get("FUNKNN_AOT_CHECK_NO_CACHE") != "1":
-        return  # these exact kernels compiled cleanly with this Triton before
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [sys.executable, "-m", "funknn_fast.kernels.aot_check", "--quick", "--jets", "--json"],
-        capture_output=True, text=True, env=env,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    labels = [row["variant"] for row in report]
-    assert len(report) == 11 and all(label.startswith("jets") for label in labels), labels
-    for mode in range(3):
-        assert any(f"forward fp32 mode={mode}" in label for label in labels)
-        assert any(f"backward fp32 mode={mode}" in label for label in labels)
-    for row in report:
-        assert row["registers"] > 0 and row["spill_bytes"] == 0, row
-        if "forward" in row["variant"]:
-            assert row["vector_loads"] > 0, row  # one vector load per tap and channel chunk
-        if "backward" in row["variant"] and "det=False" in row["variant"]:
-            assert row["atomics"] > 0, row
-        if "det=True" in row["variant"]:
-            assert row["atomics"] == 0, row
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(result.stdout)
+    aot_check(["--jets"], b"jets", (pjt, pst), check)
 
 
 def test_funknn_derivatives_on_the_triton_backend():

@@ -6,51 +6,28 @@ FUNKNN_REQUIRE_GPU_BACKENDS=1 (set by benchmarks/gpu_check.sh) a missing backend
 skipping. Kept small: every Triton specialisation compiles on first use.
 """
 
-import os
-
 import pytest
 import torch
+from _backend_cases import (
+    DEVICE,
+    MID,
+    ODD,
+    PADDINGS,
+    TINY,
+    assert_close_scaled,
+    benchmark_scale_results,
+    first_and_second_order,
+    make_inputs,
+    require,
+)
+from _backend_cases import GPU_BACKENDS as BACKENDS
+from _backend_cases import patch_reference as reference
 
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
 
 import funknn_fast  # noqa: E402
 from funknn_fast.backends import backends, select_backend  # noqa: E402
-from funknn_fast.reference import patch_sample_reference  # noqa: E402
-
-DEVICE = torch.device("cuda")
-BACKENDS = ("triton", "cuda")
-PADDINGS = ("zeros", "border", "reflection")
-# (B, C, H, W, Q, p, coordinate half-range)
-ODD = (2, 2, 3, 1, 5, 9, 30.0)
-TINY = (1, 1, 1, 2, 3, 1, 4.0)
-MID = (2, 3, 37, 50, 257, 9, 1.5)
-
-
-def require(backend: str) -> None:
-    status = backends()[backend]
-    if status.available:
-        return
-    message = f"backend {backend!r} unavailable: {status.reason}"
-    if os.environ.get("FUNKNN_REQUIRE_GPU_BACKENDS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def make_inputs(case, dtype, seed=0, requires_grad=False):
-    batch, channels, height, width, queries, _, spread = case
-    generator = torch.Generator().manual_seed(seed)
-    image = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
-    coords = (torch.rand(batch, queries, 2, generator=generator, dtype=torch.float64) * 2 - 1)
-    coords = coords * spread
-    step = torch.tensor([0.8, 1.35], dtype=torch.float64) + 0.1 * torch.rand(2, generator=generator)
-    return tuple(t.to(DEVICE, dtype).requires_grad_(requires_grad) for t in (image, coords, step))
-
-
-def reference(image, coords, step, patch_size, padding):
-    return patch_sample_reference(
-        image.double(), coords.double(), step.double(), patch_size, padding
-    )
 
 
 def run(backend, padding, patch_size):
@@ -58,26 +35,6 @@ def run(backend, padding, patch_size):
         return funknn_fast.patch_sample(image, coords, step, patch_size, padding, backend=backend)
 
     return fn
-
-
-def assert_close_scaled(actual, expected, tol, what):
-    actual, expected = actual.detach(), expected.detach()
-    if expected.numel() == 0:
-        return
-    scale = 1.0 + float(expected.abs().max())
-    error = float((actual.double() - expected).abs().max())
-    assert error <= tol * scale, f"{what}: max error {error:.3g} > {tol * scale:.3g}"
-
-
-def first_and_second_order(fn, image, coords, step, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    out = fn(image, coords, step)
-    weights = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out)
-    first = torch.autograd.grad(out, (image, coords, step), weights, create_graph=True)
-    directions = [torch.randn(t.shape, generator=generator, dtype=torch.float64) for t in first]
-    total = sum((g * v.to(g)).sum() for g, v in zip(first, directions, strict=True))
-    second = torch.autograd.grad(total, (image, coords, step))
-    return first, second
 
 
 def test_auto_picks_triton_on_cuda():
@@ -195,19 +152,11 @@ def test_backends_agree_at_benchmark_scale():
     available = [b for b in ("triton", "cuda") if backends()[b].available]
     if not available:
         pytest.skip("no GPU backend available")
-    generator = torch.Generator().manual_seed(3)
-    image = torch.rand(8, 3, 128, 128, generator=generator)
-    coords = torch.rand(8, 1024, 2, generator=generator) * 2.2 - 1.1
-    step = torch.tensor([1.0, 0.75])
-    weights = torch.randn(8, 1024, 3, 9, 9, generator=generator)
-    cpu_backend = "cpu" if backends()["cpu"].available else "torch"
-    results = {}
-    for backend in available + [cpu_backend]:
-        device = "cpu" if backend == cpu_backend else DEVICE
-        inputs = [t.to(device).requires_grad_() for t in (image, coords, step)]
-        out = funknn_fast.patch_sample(*inputs, 9, "reflection", backend=backend)
-        grads = torch.autograd.grad(out, inputs, weights.to(device))
-        results[backend] = [t.detach().cpu() for t in (out, *grads)]
+    results, cpu_backend = benchmark_scale_results(
+        lambda i, c, s, backend: funknn_fast.patch_sample(i, c, s, 9, "reflection",
+                                                          backend=backend),
+        (8, 1024, 3, 9, 9), available,
+    )
     for backend in available:
         for name, got, want in zip(("out", "image", "coords", "step"), results[backend],
                                    results[cpu_backend], strict=True):

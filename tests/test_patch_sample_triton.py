@@ -4,21 +4,24 @@ Without a GPU the kernels run through Triton's interpreter on CPU tensors (tests
 TRITON_INTERPRET=1); with one they run on CUDA. Shapes are tiny: the interpreter is slow.
 """
 
-import os
-
 import pytest
 import torch
+from _backend_cases import (
+    DEVICE,
+    PADDINGS,
+    aot_check,
+    assert_close_scaled,
+    first_and_second_order,
+    make_inputs,
+    skip_unless_triton_runs,
+)
+from _backend_cases import patch_reference as reference
 
-pytest.importorskip("triton")
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("no CUDA device and TRITON_INTERPRET is not set", allow_module_level=True)
+skip_unless_triton_runs()
 
 import funknn_fast  # noqa: E402
 from funknn_fast.kernels import patch_sample_triton as pst  # noqa: E402
-from funknn_fast.reference import patch_sample_reference  # noqa: E402
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-PADDINGS = ("zeros", "border", "reflection")
 # (B, C, H, W, Q, p, coordinate half-range): H or W in {1, 2, 3}, p in {1, 2, 3, 9}, non-square
 # images, coordinates far outside [-1, 1], 1 to 5 channels (the forward reads chunks of 4).
 CASES = (
@@ -30,33 +33,8 @@ CASES = (
 )
 
 
-def make_inputs(case, dtype, seed=0, requires_grad=False):
-    batch, channels, height, width, queries, _, spread = case
-    generator = torch.Generator().manual_seed(seed)
-    image = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
-    coords = (torch.rand(batch, queries, 2, generator=generator, dtype=torch.float64) * 2 - 1)
-    coords = coords * spread
-    step = torch.tensor([0.8, 1.35], dtype=torch.float64) + 0.1 * torch.rand(2, generator=generator)
-    return tuple(
-        t.to(DEVICE, dtype).requires_grad_(requires_grad) for t in (image, coords, step)
-    )
-
-
-def reference(image, coords, step, patch_size, padding):
-    return patch_sample_reference(
-        image.double(), coords.double(), step.double(), patch_size, padding
-    )
-
-
 def tolerance(dtype):
     return 1e-12 if dtype == torch.float64 else 2e-5
-
-
-def assert_close_scaled(actual, expected, tol, what):
-    actual, expected = actual.detach(), expected.detach()
-    scale = 1.0 + float(expected.abs().max()) if expected.numel() else 1.0
-    error = float((actual.double() - expected).abs().max()) if expected.numel() else 0.0
-    assert error <= tol * scale, f"{what}: max error {error:.3g} > {tol * scale:.3g}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -68,18 +46,6 @@ def test_forward_matches_reference(padding, dtype):
         assert out.dtype == dtype and out.shape == (case[0], case[4], case[1], case[5], case[5])
         assert_close_scaled(out, reference(image, coords, step, case[5], padding),
                             tolerance(dtype), f"forward {case}")
-
-
-def first_and_second_order(fn, image, coords, step, seed=1):
-    """Gradient of <g, out> w.r.t. all inputs, then the gradient of <v, that gradient>."""
-    generator = torch.Generator().manual_seed(seed)
-    out = fn(image, coords, step)
-    weights = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out)
-    first = torch.autograd.grad(out, (image, coords, step), weights, create_graph=True)
-    directions = [torch.randn(t.shape, generator=generator, dtype=torch.float64) for t in first]
-    total = sum((g * v.to(g)).sum() for g, v in zip(first, directions, strict=True))
-    second = torch.autograd.grad(total, (image, coords, step))
-    return first, second
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -246,41 +212,16 @@ def test_patch_sample_backend_triton_and_forward_config(monkeypatch):
 
 
 def test_kernels_compile_for_sm90_without_spills():
-    """Ahead-of-time compile (no GPU needed) of a representative set of the compiled kernels.
+    """Ahead-of-time compile (no GPU needed) of a representative set of the compiled kernels
+    (a pass is remembered: ``_backend_cases.aot_check``)."""
 
-    A pass is remembered under ~/.cache/funknn_fast (keyed by the kernel sources and Triton's
-    version); FUNKNN_AOT_CHECK_NO_CACHE=1 forces the check."""
-    import hashlib
-    import json
-    import pathlib
-    import subprocess
-    import sys
+    def check(report):
+        assert len(report) == 8
+        for row in report:
+            assert row["registers"] > 0 and row["spill_bytes"] == 0, row
+            if row["variant"].startswith("forward"):
+                assert row["vector_loads"] > 0, row  # one vector load per tap and channel chunk
+            if "det=False" in row["variant"]:
+                assert row["atomics"] > 0, row
 
-    import triton
-
-    ptxas = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    if not ptxas.is_file():
-        pytest.skip("Triton's NVIDIA backend (ptxas) is not installed")
-    digest = hashlib.sha256(triton.__version__.encode())
-    for module in (pst, __import__("funknn_fast.kernels.aot_check").kernels.aot_check):
-        digest.update(pathlib.Path(module.__file__).read_bytes())
-    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
-    marker = cache / "funknn_fast" / "aot_check" / digest.hexdigest()
-    if marker.exists() and os.environ.get("FUNKNN_AOT_CHECK_NO_CACHE") != "1":
-        return  # these exact kernels compiled cleanly with this Triton before
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [sys.executable, "-m", "funknn_fast.kernels.aot_check", "--quick", "--json"],
-        capture_output=True, text=True, env=env,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(report) == 8
-    for row in report:
-        assert row["registers"] > 0 and row["spill_bytes"] == 0, row
-        if row["variant"].startswith("forward"):
-            assert row["vector_loads"] > 0, row  # one vector load per tap and channel chunk
-        if "det=False" in row["variant"]:
-            assert row["atomics"] > 0, row
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(result.stdout)
+    aot_check([], b"", (pst,), check)
