@@ -106,10 +106,11 @@ class SolveConfig:
 
 # Per-problem defaults of the warm start and the stages (measured on short runs, docs/prior.md):
 # the derivative problems start from the Poisson reconstruction; the decoder copy is fitted to it
-# only for dense gradients (the sparse baseline's artefacts would be copied).
+# only for dense gradients (the sparse baseline's artefacts would be copied). Dense gradients skip
+# the z stage's data term: gradient steps on z before the decoder warm start lowered the result.
 PROBLEM_DEFAULTS: dict[str, dict[str, float | int]] = {
     "ct": {},
-    "derivatives": {"init_steps": 200, "z_steps": 50, "init_finetune_steps": 1500,
+    "derivatives": {"init_steps": 200, "z_steps": 0, "init_finetune_steps": 1500,
                     "finetune_steps": 50, "finetune_lr": 3e-5},
     "sparse-derivatives": {"init_steps": 200, "z_steps": 50, "finetune_steps": 200},
 }
