@@ -125,6 +125,78 @@ def _row_jets(row_ptr, i0, i1, i2, i3, w0, w1, w2, w3, d0, d1, d2, d3, e0, e1, e
     return value, d_value, dd_value, ddd_value
 
 
+@triton.jit
+def _add_vector_row_jets(row_ptr, i0, i1, i2, i3, w0, w1, w2, w3, d0, d1, d2, d3, e0, e1, e2, e3,
+                         channel, mask, wy, dy, ey, f, fx, fy, fxx, fxy, fyy, CB: tl.constexpr,
+                         SECOND: tl.constexpr, FIRST: tl.constexpr):
+    """Forward: the value f and pixel derivatives fx, fy (SECOND: fxx, fxy, fyy), (BLOCK, CB)
+    each, plus the contribution of one tap row of y weight wy (derivatives dy, ey); FIRST starts
+    the sums (the values passed in are ignored). Without SECOND, fxx, fxy, fyy are placeholders."""
+    a, ax, axx = _vector_row_jets(row_ptr, i0, i1, i2, i3, w0, w1, w2, w3, d0, d1, d2, d3, e0, e1,
+                                  e2, e3, channel, mask, CB, SECOND)
+    if FIRST:
+        f = wy[:, None] * a
+        fx = wy[:, None] * ax
+        fy = dy[:, None] * a
+        if SECOND:
+            fxx = wy[:, None] * axx
+            fxy = dy[:, None] * ax
+            fyy = ey[:, None] * a
+        else:
+            fxx = f
+            fxy = f
+            fyy = f
+    else:
+        f += wy[:, None] * a
+        fx += wy[:, None] * ax
+        fy += dy[:, None] * a
+        if SECOND:
+            fxx += wy[:, None] * axx
+            fxy += dy[:, None] * ax
+            fyy += ey[:, None] * a
+    return f, fx, fy, fxx, fxy, fyy
+
+
+@triton.jit
+def _add_row_jets(row_ptr, i0, i1, i2, i3, w0, w1, w2, w3, d0, d1, d2, d3, e0, e1, e2, e3,
+                  t0, t1, t2, t3, mask, wy, dy, ey, ty, fx, fy, fxx, fxy, fyy, fxxx, fxxy, fxyy,
+                  fyyy, THIRD: tl.constexpr, FIRST: tl.constexpr):
+    """Backward: the pixel derivatives of orders 1, 2 (THIRD: and 3) of one channel plane's
+    interpolant plus the contribution of one tap row of y weight wy (derivatives dy, ey, ty);
+    FIRST starts the sums (the values passed in are ignored). Without THIRD, the third-order
+    outputs are placeholders."""
+    a, ax, axx, axxx = _row_jets(row_ptr, i0, i1, i2, i3, w0, w1, w2, w3, d0, d1, d2, d3, e0, e1,
+                                 e2, e3, t0, t1, t2, t3, mask, THIRD)
+    if FIRST:
+        fx = wy * ax
+        fy = dy * a
+        fxx = wy * axx
+        fxy = dy * ax
+        fyy = ey * a
+        if THIRD:
+            fxxx = wy * axxx
+            fxxy = dy * axx
+            fxyy = ey * ax
+            fyyy = ty * a
+        else:
+            fxxx = fx
+            fxxy = fx
+            fxyy = fx
+            fyyy = fx
+    else:
+        fx += wy * ax
+        fy += dy * a
+        fxx += wy * axx
+        fxy += dy * ax
+        fyy += ey * a
+        if THIRD:
+            fxxx += wy * axxx
+            fxxy += dy * axx
+            fxyy += ey * ax
+            fyyy += ty * a
+    return fx, fy, fxx, fxy, fyy, fxxx, fxxy, fxyy, fyyy
+
+
 # ------------------------------------------------------------------------------------ kernels
 
 
@@ -136,19 +208,8 @@ def _jets_forward_kernel(
 ):
     PP: tl.constexpr = P * P
     SECOND: tl.constexpr = MODE != 0
-    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    emask = e < total
-    bq = e // PP
-    s = (e - bq * PP).to(tl.int32)
-    i = s // P
-    j = s - i * P
-    b = bq // Q
-    cx = tl.load(coords_ptr + 2 * bq, mask=emask, other=0.0)
-    cy = tl.load(coords_ptr + 2 * bq + 1, mask=emask, other=0.0)
-    sx = tl.load(step_ptr)
-    sy = tl.load(step_ptr + 1)
-    ux = ((cx + 1.0) * W - 1.0) * 0.5 + (j.to(cx.dtype) - (P - 1) * 0.5) * sx
-    uy = ((cy + 1.0) * H - 1.0) * 0.5 + (i.to(cy.dtype) - (P - 1) * 0.5) * sy
+    e, emask, bq, s, b, ux, uy = pst._element_positions(coords_ptr, step_ptr, total, Q, H, W, P,
+                                                        BLOCK)
     x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3 = _axis_taps(
         ux, W, PADDING)
     y0, y1, y2, y3, wy0, wy1, wy2, wy3, dy0, dy1, dy2, dy3, ey0, ey1, ey2, ey3 = _axis_taps(
@@ -160,46 +221,22 @@ def _jets_forward_kernel(
     out_row = bq * C * PP + s
     for chunk in range(0, NCH):
         plane = image_ptr + ((b * NCH + chunk) * H * W * CB)[:, None]
-        a, ax, axx = _vector_row_jets(plane + (y0 * W * CB)[:, None], x0, x1, x2, x3, wx0, wx1,
-                                      wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, channel,
-                                      mask2, CB, SECOND)
-        f = wy0[:, None] * a
-        fx = wy0[:, None] * ax
-        fy = dy0[:, None] * a
-        if SECOND:
-            fxx = wy0[:, None] * axx
-            fxy = dy0[:, None] * ax
-            fyy = ey0[:, None] * a
-        a, ax, axx = _vector_row_jets(plane + (y1 * W * CB)[:, None], x0, x1, x2, x3, wx0, wx1,
-                                      wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, channel,
-                                      mask2, CB, SECOND)
-        f += wy1[:, None] * a
-        fx += wy1[:, None] * ax
-        fy += dy1[:, None] * a
-        if SECOND:
-            fxx += wy1[:, None] * axx
-            fxy += dy1[:, None] * ax
-            fyy += ey1[:, None] * a
-        a, ax, axx = _vector_row_jets(plane + (y2 * W * CB)[:, None], x0, x1, x2, x3, wx0, wx1,
-                                      wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, channel,
-                                      mask2, CB, SECOND)
-        f += wy2[:, None] * a
-        fx += wy2[:, None] * ax
-        fy += dy2[:, None] * a
-        if SECOND:
-            fxx += wy2[:, None] * axx
-            fxy += dy2[:, None] * ax
-            fyy += ey2[:, None] * a
-        a, ax, axx = _vector_row_jets(plane + (y3 * W * CB)[:, None], x0, x1, x2, x3, wx0, wx1,
-                                      wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, channel,
-                                      mask2, CB, SECOND)
-        f += wy3[:, None] * a
-        fx += wy3[:, None] * ax
-        fy += dy3[:, None] * a
-        if SECOND:
-            fxx += wy3[:, None] * axx
-            fxy += dy3[:, None] * ax
-            fyy += ey3[:, None] * a
+        f, fx, fy, fxx, fxy, fyy = _add_vector_row_jets(
+            plane + (y0 * W * CB)[:, None], x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2,
+            dx3, ex0, ex1, ex2, ex3, channel, mask2, wy0, dy0, ey0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            CB, SECOND, True)
+        f, fx, fy, fxx, fxy, fyy = _add_vector_row_jets(
+            plane + (y1 * W * CB)[:, None], x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2,
+            dx3, ex0, ex1, ex2, ex3, channel, mask2, wy1, dy1, ey1, f, fx, fy, fxx, fxy, fyy,
+            CB, SECOND, False)
+        f, fx, fy, fxx, fxy, fyy = _add_vector_row_jets(
+            plane + (y2 * W * CB)[:, None], x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2,
+            dx3, ex0, ex1, ex2, ex3, channel, mask2, wy2, dy2, ey2, f, fx, fy, fxx, fxy, fyy,
+            CB, SECOND, False)
+        f, fx, fy, fxx, fxy, fyy = _add_vector_row_jets(
+            plane + (y3 * W * CB)[:, None], x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2,
+            dx3, ex0, ex1, ex2, ex3, channel, mask2, wy3, dy3, ey3, f, fx, fy, fxx, fxy, fyy,
+            CB, SECOND, False)
         c = chunk * CB + channel
         dst = out_ptr + out_row[:, None] + (c * PP)[None, :]
         smask = emask[:, None] & (c < C)[None, :]
@@ -302,58 +339,22 @@ def _jets_backward_kernel(
             c_yy = c_xx
         if NEED_POS:
             # Interpolant derivatives up to order 2 (gradient mode) or 3, in pixel units.
-            a, ax, axx, axxx = _row_jets(image_ptr + plane + y0 * W, x0, x1, x2, x3, wx0, wx1,
-                                         wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, tx0,
-                                         tx1, tx2, tx3, mask, SECOND)
-            fx = wy0 * ax
-            fy = dy0 * a
-            fxx = wy0 * axx
-            fxy = dy0 * ax
-            fyy = ey0 * a
-            if SECOND:
-                fxxx = wy0 * axxx
-                fxxy = dy0 * axx
-                fxyy = ey0 * ax
-                fyyy = ty0 * a
-            a, ax, axx, axxx = _row_jets(image_ptr + plane + y1 * W, x0, x1, x2, x3, wx0, wx1,
-                                         wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, tx0,
-                                         tx1, tx2, tx3, mask, SECOND)
-            fx += wy1 * ax
-            fy += dy1 * a
-            fxx += wy1 * axx
-            fxy += dy1 * ax
-            fyy += ey1 * a
-            if SECOND:
-                fxxx += wy1 * axxx
-                fxxy += dy1 * axx
-                fxyy += ey1 * ax
-                fyyy += ty1 * a
-            a, ax, axx, axxx = _row_jets(image_ptr + plane + y2 * W, x0, x1, x2, x3, wx0, wx1,
-                                         wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, tx0,
-                                         tx1, tx2, tx3, mask, SECOND)
-            fx += wy2 * ax
-            fy += dy2 * a
-            fxx += wy2 * axx
-            fxy += dy2 * ax
-            fyy += ey2 * a
-            if SECOND:
-                fxxx += wy2 * axxx
-                fxxy += dy2 * axx
-                fxyy += ey2 * ax
-                fyyy += ty2 * a
-            a, ax, axx, axxx = _row_jets(image_ptr + plane + y3 * W, x0, x1, x2, x3, wx0, wx1,
-                                         wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3, tx0,
-                                         tx1, tx2, tx3, mask, SECOND)
-            fx += wy3 * ax
-            fy += dy3 * a
-            fxx += wy3 * axx
-            fxy += dy3 * ax
-            fyy += ey3 * a
-            if SECOND:
-                fxxx += wy3 * axxx
-                fxxy += dy3 * axx
-                fxyy += ey3 * ax
-                fyyy += ty3 * a
+            fx, fy, fxx, fxy, fyy, fxxx, fxxy, fxyy, fyyy = _add_row_jets(
+                image_ptr + plane + y0 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2,
+                dx3, ex0, ex1, ex2, ex3, tx0, tx1, tx2, tx3, mask, wy0, dy0, ey0, ty0,
+                0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, SECOND, True)
+            fx, fy, fxx, fxy, fyy, fxxx, fxxy, fxyy, fyyy = _add_row_jets(
+                image_ptr + plane + y1 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2,
+                dx3, ex0, ex1, ex2, ex3, tx0, tx1, tx2, tx3, mask, wy1, dy1, ey1, ty1,
+                fx, fy, fxx, fxy, fyy, fxxx, fxxy, fxyy, fyyy, SECOND, False)
+            fx, fy, fxx, fxy, fyy, fxxx, fxxy, fxyy, fyyy = _add_row_jets(
+                image_ptr + plane + y2 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2,
+                dx3, ex0, ex1, ex2, ex3, tx0, tx1, tx2, tx3, mask, wy2, dy2, ey2, ty2,
+                fx, fy, fxx, fxy, fyy, fxxx, fxxy, fxyy, fyyy, SECOND, False)
+            fx, fy, fxx, fxy, fyy, fxxx, fxxy, fxyy, fyyy = _add_row_jets(
+                image_ptr + plane + y3 * W, x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2,
+                dx3, ex0, ex1, ex2, ex3, tx0, tx1, tx2, tx3, mask, wy3, dy3, ey3, ty3,
+                fx, fy, fxx, fxy, fyy, fxxx, fxxy, fxyy, fyyy, SECOND, False)
             hx = c_f * fx + c_x * fxx + c_y * fxy
             hy = c_f * fy + c_x * fxy + c_y * fyy
             if MODE == 1:

@@ -169,11 +169,11 @@ def _scatter_row(gimg_ptr, val_ptr, idx_ptr, row_index, i0, i1, i2, i3, v0, v1, 
 # ------------------------------------------------------------------------------------ kernels
 
 
-@triton.jit(do_not_specialize=["total", "Q", "C", "H", "W", "NCH"])
-def _forward_kernel(
-    image_ptr, coords_ptr, step_ptr, out_ptr, total, Q, C, H, W, NCH,
-    P: tl.constexpr, CB: tl.constexpr, PADDING: tl.constexpr, BLOCK: tl.constexpr,
-):
+@triton.jit
+def _element_positions(coords_ptr, step_ptr, total, Q, H, W, P: tl.constexpr,
+                       BLOCK: tl.constexpr):
+    """Forward: this program's BLOCK (query, sample) elements e (mask emask), their flat query
+    index bq = b Q + q, sample s = i P + j, batch b, and pixel positions (ux, uy)."""
     PP: tl.constexpr = P * P
     e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     emask = e < total
@@ -188,6 +188,17 @@ def _forward_kernel(
     sy = tl.load(step_ptr + 1)
     ux = ((cx + 1.0) * W - 1.0) * 0.5 + (j.to(cx.dtype) - (P - 1) * 0.5) * sx
     uy = ((cy + 1.0) * H - 1.0) * 0.5 + (i.to(cy.dtype) - (P - 1) * 0.5) * sy
+    return e, emask, bq, s, b, ux, uy
+
+
+@triton.jit(do_not_specialize=["total", "Q", "C", "H", "W", "NCH"])
+def _forward_kernel(
+    image_ptr, coords_ptr, step_ptr, out_ptr, total, Q, C, H, W, NCH,
+    P: tl.constexpr, CB: tl.constexpr, PADDING: tl.constexpr, BLOCK: tl.constexpr,
+):
+    PP: tl.constexpr = P * P
+    e, emask, bq, s, b, ux, uy = _element_positions(coords_ptr, step_ptr, total, Q, H, W, P,
+                                                    BLOCK)
     x0, x1, x2, x3, wx0, wx1, wx2, wx3, _, _, _, _, _, _, _, _ = _axis_taps(ux, W, PADDING)
     y0, y1, y2, y3, wy0, wy1, wy2, wy3, _, _, _, _, _, _, _, _ = _axis_taps(uy, H, PADDING)
     channel = tl.arange(0, CB)
