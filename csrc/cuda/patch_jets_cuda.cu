@@ -42,6 +42,7 @@
 #include <tuple>
 
 #include "patch_jets_math.h"
+#include "block_reduce.cuh"
 #include "patch_jets_sample.cuh"
 #include "patch_sample_math.h"
 
@@ -56,52 +57,6 @@ constexpr int64_t kJetsContributionsPerChunk = int64_t(1) << 24;
 // it takes 99-123 and 144); fp64 kernels are left unbounded (they would spill).
 constexpr int kJetsForwardMinBlocks32 = 3;
 constexpr int kJetsBackwardMinBlocks32 = 2;
-
-template <typename T>
-__device__ __forceinline__ T jets_warp_sum(T value) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1)
-    value += __shfl_down_sync(0xffffffffu, value, offset);
-  return value;
-}
-
-// Sums `values` (4 per thread) over the threads of each query (threadIdx.x) and over the block;
-// writes the per-query sums of values[0..1] to query_sums[y] and the block sums of values[2..3]
-// to block_sums (thread (0, 0) only). Threads within a warp share a query (TPQ % 32 == 0).
-template <typename T>
-__device__ void jets_reduce_block(T (&values)[4], T (*query_sums)[2], T* block_sums) {
-  __shared__ T warp_partial[kJetsBlockThreads / 32][4];
-  __shared__ T query_step[kJetsBlockThreads / 32][2];
-  const int lane = threadIdx.x % 32;
-  const int warps_per_query = blockDim.x / 32;
-  const int warp = threadIdx.y * warps_per_query + threadIdx.x / 32;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) values[k] = jets_warp_sum(values[k]);
-  if (lane == 0) {
-#pragma unroll
-    for (int k = 0; k < 4; ++k) warp_partial[warp][k] = values[k];
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    T sums[4] = {T(0), T(0), T(0), T(0)};
-    for (int w = 0; w < warps_per_query; ++w)
-      for (int k = 0; k < 4; ++k) sums[k] += warp_partial[threadIdx.y * warps_per_query + w][k];
-    query_sums[threadIdx.y][0] = sums[0];
-    query_sums[threadIdx.y][1] = sums[1];
-    query_step[threadIdx.y][0] = sums[2];
-    query_step[threadIdx.y][1] = sums[3];
-  }
-  __syncthreads();
-  if (threadIdx.x == 0 && threadIdx.y == 0) {
-    T sx = T(0), sy = T(0);
-    for (int y = 0; y < static_cast<int>(blockDim.y); ++y) {
-      sx += query_step[y][0];
-      sy += query_step[y][1];
-    }
-    block_sums[0] = sx;
-    block_sums[1] = sy;
-  }
-}
 
 // ---------------------------------------------------------------- forward
 
@@ -153,8 +108,8 @@ __global__ void __launch_bounds__(kJetsBlockThreads,
     }
   }
   if (!need_position) return;  // uniform over the grid
-  jets_reduce_block(sums, query_sums,
-                    step_partials + 2 * (block_offset + static_cast<int64_t>(blockIdx.x)));
+  reduce_block<kJetsBlockThreads>(
+      sums, query_sums, step_partials + 2 * (block_offset + static_cast<int64_t>(blockIdx.x)));
   if (active && threadIdx.x == 0) {
     grad_coords[bq * 2] = query_sums[threadIdx.y][0] * pixel_per_unit<T>(g.width);
     grad_coords[bq * 2 + 1] = query_sums[threadIdx.y][1] * pixel_per_unit<T>(g.height);
@@ -208,13 +163,6 @@ JetShape jet_shape_of(const at::Tensor& image, const at::Tensor& coords, int64_t
                       int64_t mode) {
   return {image.size(0), image.size(1), coords.size(1), static_cast<int32_t>(image.size(2)),
           static_cast<int32_t>(image.size(3)), static_cast<int32_t>(patch_size), mode};
-}
-
-// Block shape of the backward kernel: TPQ threads per query (a multiple of 32), QPB queries.
-dim3 jets_query_block(int64_t patch_size) {
-  const int64_t pp = patch_size * patch_size;
-  const int64_t tpq = std::min<int64_t>(kJetsBlockThreads, (pp + 31) / 32 * 32);
-  return dim3(static_cast<unsigned>(tpq), static_cast<unsigned>(kJetsBlockThreads / tpq));
 }
 
 at::Tensor patch_sample_jets_cuda(const at::Tensor& image, const at::Tensor& coords,
@@ -281,7 +229,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_sample_jets_backward_cuda(
       deterministic
           ? std::max<int64_t>(1, kJetsContributionsPerChunk / std::max<int64_t>(taps_per_query, 1))
           : std::max<int64_t>(total, 1);
-  const dim3 block = jets_query_block(patch_size);
+  const dim3 block = query_block<kJetsBlockThreads>(patch_size);
   int64_t blocks_total = 0;
   for (int64_t begin = 0; begin < total; begin += chunk)
     blocks_total += (std::min(total, begin + chunk) - begin + block.y - 1) / block.y;

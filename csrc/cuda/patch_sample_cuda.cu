@@ -33,6 +33,7 @@
 #include <optional>
 #include <tuple>
 
+#include "block_reduce.cuh"
 #include "patch_sample_math.h"
 
 namespace funknn {
@@ -77,52 +78,6 @@ __device__ __forceinline__ T load(const scalar_t* __restrict__ ptr) {
 template <typename T>
 __device__ __forceinline__ T dot4(const T* w, const T* a) {
   return w[0] * a[0] + w[1] * a[1] + w[2] * a[2] + w[3] * a[3];
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T value) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_down_sync(0xffffffffu, value, offset);
-  return value;
-}
-
-// Sums `values` (4 per thread) over the threads of each query (threadIdx.x) and over the block;
-// writes the per-query sums of values[0..1] to query_sums[y] and the block sums of values[2..3]
-// to block_sums (thread (0, 0) only). Threads within a warp share a query (TPQ % 32 == 0).
-template <typename T>
-__device__ void reduce_block(T (&values)[4], T (*query_sums)[2], T* block_sums) {
-  __shared__ T warp_partial[kBlockThreads / 32][4];
-  __shared__ T query_step[kBlockThreads / 32][2];
-  const int lane = threadIdx.x % 32;
-  const int warp_in_query = threadIdx.x / 32;
-  const int warps_per_query = blockDim.x / 32;
-  const int warp = threadIdx.y * warps_per_query + warp_in_query;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) values[k] = warp_sum(values[k]);
-  if (lane == 0) {
-#pragma unroll
-    for (int k = 0; k < 4; ++k) warp_partial[warp][k] = values[k];
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    T sums[4] = {T(0), T(0), T(0), T(0)};
-    for (int w = 0; w < warps_per_query; ++w)
-      for (int k = 0; k < 4; ++k) sums[k] += warp_partial[threadIdx.y * warps_per_query + w][k];
-    query_sums[threadIdx.y][0] = sums[0];
-    query_sums[threadIdx.y][1] = sums[1];
-    query_step[threadIdx.y][0] = sums[2];
-    query_step[threadIdx.y][1] = sums[3];
-  }
-  __syncthreads();
-  if (threadIdx.x == 0 && threadIdx.y == 0) {
-    T sx = T(0), sy = T(0);
-    for (int y = 0; y < static_cast<int>(blockDim.y); ++y) {
-      sx += query_step[y][0];
-      sy += query_step[y][1];
-    }
-    block_sums[0] = sx;
-    block_sums[1] = sy;
-  }
 }
 
 struct Shape {
@@ -221,7 +176,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
   }
   if (!need_pos) return;  // uniform over the grid
-  reduce_block(sums, query_sums, step_partials + 2 * static_cast<int64_t>(blockIdx.x));
+  reduce_block<kBlockThreads>(sums, query_sums,
+                              step_partials + 2 * static_cast<int64_t>(blockIdx.x));
   if (active && threadIdx.x == 0) {
     grad_coords[bq * 2] = query_sums[threadIdx.y][0] * pixel_per_unit<T>(g.width);
     grad_coords[bq * 2 + 1] = query_sums[threadIdx.y][1] * pixel_per_unit<T>(g.height);
@@ -312,7 +268,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
   }
   if (!need_pos) return;  // uniform over the grid
-  reduce_block(sums, query_sums, step_partials + 2 * static_cast<int64_t>(blockIdx.x));
+  reduce_block<kBlockThreads>(sums, query_sums,
+                              step_partials + 2 * static_cast<int64_t>(blockIdx.x));
   if (active && threadIdx.x == 0) {
     out_coords[bq * 2] = query_sums[threadIdx.y][0] * pixel_per_unit<T>(g.width);
     out_coords[bq * 2 + 1] = query_sums[threadIdx.y][1] * pixel_per_unit<T>(g.height);
@@ -360,13 +317,6 @@ Shape shape_of(const at::Tensor& image, const at::Tensor& coords, int64_t patch_
           static_cast<int32_t>(image.size(3)), static_cast<int32_t>(patch_size)};
 }
 
-// Block shape of the backward kernels: TPQ threads per query (a multiple of 32), QPB queries.
-dim3 query_block(int64_t patch_size) {
-  const int64_t pp = patch_size * patch_size;
-  const int64_t tpq = std::min<int64_t>(kBlockThreads, (pp + 31) / 32 * 32);
-  return dim3(static_cast<unsigned>(tpq), static_cast<unsigned>(kBlockThreads / tpq));
-}
-
 at::Tensor patch_sample_cuda(const at::Tensor& image, const at::Tensor& coords,
                              const at::Tensor& step, int64_t patch_size, int64_t padding) {
   check_inputs(image, coords, step, patch_size, padding);
@@ -409,7 +359,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_sample_backward_cuda(
   if (need_image) at::globalContext().alertNotDeterministic("funknn_fast::patch_sample_backward (CUDA)");
   auto grad_image = at::zeros(image.sizes(), image.options().dtype(acc));
   auto grad_coords = at::zeros(coords.sizes(), coords.options().dtype(acc));
-  const dim3 block = query_block(patch_size);
+  const dim3 block = query_block<kBlockThreads>(patch_size);
   const int64_t blocks = (g.batch * g.queries + block.y - 1) / block.y;
   auto partials = at::zeros({std::max<int64_t>(blocks, 1), 2}, step.options().dtype(acc));
   if (grad_output.numel() > 0 && (need_image || need_pos)) {
@@ -474,7 +424,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_sample_double_b
   auto out_grad_out = at::zeros(grad_output.sizes(), image.options());
   auto out_image = at::zeros(image.sizes(), image.options().dtype(acc));
   auto out_coords = at::zeros(coords.sizes(), coords.options().dtype(acc));
-  const dim3 block = query_block(patch_size);
+  const dim3 block = query_block<kBlockThreads>(patch_size);
   const int64_t blocks = (g.batch * g.queries + block.y - 1) / block.y;
   auto partials = at::zeros({std::max<int64_t>(blocks, 1), 2}, step.options().dtype(acc));
   const bool work = need_grad_out || image_terms || need_pos;
