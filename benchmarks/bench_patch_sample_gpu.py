@@ -25,88 +25,26 @@ Writes the Markdown section to benchmarks/results/patch_sample_gpu.md (and DIR, 
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import os
-import pathlib
-import platform
-import statistics
 import sys
-import time
 import traceback
 
-HERE = pathlib.Path(__file__).resolve().parent
+import gpu_bench_common as common
+from gpu_bench_common import HERE
+
 MODES = ("forward", "forward+backward", "second order")
 METHODS = ("triton", "cuda", "grid_sample")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--channels", type=int, default=3)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--queries", type=int, default=1 << 20, help="queries in all")
-    parser.add_argument("--patch", type=int, default=9)
-    parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--error-queries", type=int, default=4096,
-                        help="queries (in all) of the float64 error measurement")
-    parser.add_argument("--sweep-forward", action="store_true",
-                        help="also time the Triton forward under a few launch configurations")
-    parser.add_argument("--skip-validation", action="store_true")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="CPU tensors, tiny sizes, Triton through its interpreter")
-    parser.add_argument("--output", default=str(HERE / "results" / "patch_sample_gpu.md"))
-    parser.add_argument("--log-dir", help="also write the table and a JSON of the results here")
-    args = parser.parse_args(argv)
-    if args.dry_run:
-        args.batch, args.size, args.queries, args.patch, args.repeats = 2, 8, 4, 3, 1
-        args.error_queries = 4
-    return args
+def parse_args(argv=None):
+    parser = common.make_parser(
+        __doc__.splitlines()[0], queries=1 << 20, dtypes_help=None,
+        sweep_help="also time the Triton forward under a few launch configurations",
+        output_default=str(HERE / "results" / "patch_sample_gpu.md"), output_help=None,
+    )
+    return common.parse(parser, argv)
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def write_atomic(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-class Timer:
-    """Median wall time of a callable: CUDA events on a GPU, perf_counter on CPU."""
-
-    def __init__(self, device):
-        import torch
-
-        self.torch = torch
-        self.cuda = device.type == "cuda"
-
-    def sync(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize()
-
-    def __call__(self, fn, repeats: int) -> float:
-        fn()  # warm-up: compiles Triton kernels, fills caches
-        self.sync()
-        times = []
-        for _ in range(repeats):
-            if self.cuda:
-                start = self.torch.cuda.Event(enable_timing=True)
-                end = self.torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            else:
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-        return statistics.median(times)
 
 
 def method_fn(method: str):
@@ -131,14 +69,7 @@ def method_inputs(method, image, coords, step):
 def unavailable_reason(method: str, device) -> str | None:
     if method == "grid_sample":
         return None
-    from funknn_fast.backends import backends
-
-    status = backends()[method]
-    if not status.available:
-        return status.reason
-    if method == "cuda" and device.type != "cuda":
-        return "needs CUDA tensors"
-    return None
+    return common.backend_unavailable(method, device)
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -151,9 +82,6 @@ def validate(device, log) -> list[str]:
     from funknn_fast.reference import patch_sample_reference
 
     failures = []
-    cases = [(2, 3, 37, 50, 200, 9, 1.5), (2, 2, 3, 1, 5, 9, 30.0), (1, 1, 1, 2, 3, 1, 4.0)]
-    if device.type != "cuda":
-        cases = [(1, 3, 5, 7, 3, 3, 1.5), (1, 1, 1, 2, 2, 1, 4.0)]
 
     def check(label, got, want, tol):
         got, want = got.detach().double(), want.detach()
@@ -169,17 +97,9 @@ def validate(device, log) -> list[str]:
         if reason is not None:
             log(f"  skip {method}: {reason}")
             continue
-        fn = method_fn(method)
-        for case in cases:
-            batch, channels, height, width, queries, p, spread = case
-            generator = torch.Generator().manual_seed(7)
-            base = [
-                torch.randn(batch, channels, height, width, generator=generator,
-                            dtype=torch.float64),
-                (torch.rand(batch, queries, 2, generator=generator, dtype=torch.float64) * 2 - 1)
-                * spread,
-                torch.tensor([0.85, 1.3], dtype=torch.float64),
-            ]
+        for case in common.validation_cases(device):
+            p = case[5]
+            base, generator = common.validation_inputs(case)
             for dtype in (torch.float64, torch.float32):
                 tol, tol2 = (1e-11, 1e-11) if dtype == torch.float64 else (2e-5, 3e-4)
                 for padding in ("zeros", "border", "reflection"):
@@ -209,29 +129,17 @@ def validate(device, log) -> list[str]:
                         check(f"{label} d/d{name}", a, b, tol2)
                     for name, a, b in zip(("image", "coords", "step"), g2, r2):
                         check(f"{label} second order d/d{name}", a, b, tol2)
-        del fn
     return failures
 
 
 # ------------------------------------------------------------------------------------ timing
 
 
-def make_workload(args, device, dtype):
-    import torch
-
-    generator = torch.Generator().manual_seed(0)
-    per_image = args.queries // args.batch
-    image = torch.rand(args.batch, args.channels, args.size, args.size, generator=generator)
-    coords = torch.rand(args.batch, per_image, 2, generator=generator) * 2 - 1
-    step = torch.tensor([1.0, 1.0])
-    return image.to(device, dtype), coords.to(device), step.to(device)
-
-
 def time_modes(method, args, device, dtype, timer, log) -> dict:
     import torch
 
     fn = method_fn(method)
-    image, coords, step = method_inputs(method, *make_workload(args, device, dtype))
+    image, coords, step = method_inputs(method, *common.make_workload(args, device, dtype))
     p = args.patch
     out_shape = (image.shape[0], coords.shape[1], image.shape[1], p, p)
     generator = torch.Generator().manual_seed(1)
@@ -256,21 +164,12 @@ def time_modes(method, args, device, dtype, timer, log) -> dict:
 
     results = {}
     for mode, body in zip(MODES, (forward, forward_backward, second_order), strict=True):
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        try:
-            seconds = timer(body, args.repeats)
-            peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if device.type == "cuda" \
-                else float("nan")
-            results[mode] = {"seconds": seconds, "peak_gib": peak}
-            log(f"  {method:11s} {str(dtype):15s} {mode:17s} {seconds * 1e3:9.3f} ms  "
-                f"peak {peak:.2f} GiB")
-        except (RuntimeError, NotImplementedError) as error:  # e.g. missing double backward, OOM
-            first_line = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
-            results[mode] = {"error": f"{type(error).__name__}: {first_line}"}
-            log(f"  {method:11s} {str(dtype):15s} {mode:17s} failed: {results[mode]['error']}")
+        result = results[mode] = common.measure(timer, body, args.repeats, device)
+        if "error" in result:
+            log(f"  {method:11s} {str(dtype):15s} {mode:17s} failed: {result['error']}")
+        else:
+            log(f"  {method:11s} {str(dtype):15s} {mode:17s} {result['seconds'] * 1e3:9.3f} ms  "
+                f"peak {result['peak_gib']:.2f} GiB")
     if "seconds" in results.get("forward", {}):
         moved = (out_shape[0] * out_shape[1] * out_shape[2] * p * p * image.element_size()
                  + image.numel() * image.element_size() + coords.numel() * coords.element_size())
@@ -279,28 +178,14 @@ def time_modes(method, args, device, dtype, timer, log) -> dict:
     return results
 
 
-def copy_bandwidth(nbytes: int, device, timer, repeats: int) -> float:
-    """Device-to-device copy bandwidth in GB/s (bytes read + bytes written over time)."""
-    import torch
-
-    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
-    dst = torch.empty_like(src)
-    seconds = timer(lambda: dst.copy_(src), repeats)
-    return 2 * nbytes / seconds / 1e9
-
-
 def errors_vs_float64(args, device, dtype) -> dict:
     """Max abs error of each method in ``dtype`` against float64, on a subset of the queries."""
-    import torch
-
     from funknn_fast.reference import patch_sample_reference
 
     sys.path.insert(0, str(HERE))
     from patch_sample_baselines import grid_sample_patches
 
-    image, coords, step = (t.double() for t in make_workload(args, device, torch.float64))
-    per_image = max(1, args.error_queries // args.batch)
-    coords = coords[:, :per_image].contiguous()
+    image, coords, step = common.error_workload(args, device)
     p = args.patch
     out = {}
     reference = patch_sample_reference(image, coords, step, p, "reflection")
@@ -320,83 +205,30 @@ def sweep_forward(args, device, timer, log) -> list[tuple[str, float]]:
     rows = []
     if unavailable_reason("triton", device) is not None:
         return rows
-    image, coords, step = make_workload(args, device, torch.float32)
+    image, coords, step = common.make_workload(args, device, torch.float32)
     fn = method_fn("triton")
-    previous = os.environ.get("FUNKNN_TRITON_FORWARD_CONFIG")
-    try:
-        for config in ("128,4", "256,8", "256,4", "512,8", "1024,8"):
-            os.environ["FUNKNN_TRITON_FORWARD_CONFIG"] = config
-            with torch.no_grad():
-                seconds = timer(lambda: fn(image, coords, step, args.patch), args.repeats)
-            rows.append((config, seconds))
-            log(f"  triton forward float32 config {config}: {seconds * 1e3:.3f} ms")
-    finally:
-        if previous is None:
-            os.environ.pop("FUNKNN_TRITON_FORWARD_CONFIG", None)
-        else:
-            os.environ["FUNKNN_TRITON_FORWARD_CONFIG"] = previous
+    for config in ("128,4", "256,8", "256,4", "512,8", "1024,8"):
+        with common.forward_config(config), torch.no_grad():
+            seconds = timer(lambda: fn(image, coords, step, args.patch), args.repeats)
+        rows.append((config, seconds))
+        log(f"  triton forward float32 config {config}: {seconds * 1e3:.3f} ms")
     return rows
 
 
 # ------------------------------------------------------------------------------------ report
 
 
-def cell_ms(result: dict) -> str:
-    return f"{result['seconds'] * 1e3:.3f}" if "seconds" in result else "n/a"
-
-
-def speedup(base: dict, ours: dict) -> str:
-    if "seconds" in base and "seconds" in ours:
-        return f"{base['seconds'] / ours['seconds']:.1f}x"
-    return "n/a"
-
-
 def render(args, device_name, results, copy_gbps, errors, sweep, notes, command) -> str:
-    lines = [
+    table = common.results_table(
         "| dtype | method | forward (ms) | fwd + bwd (ms) | second order (ms) | forward GB/s "
         "(% of copy) | speed-up vs grid_sample (fwd / fwd+bwd / 2nd) | peak GiB (2nd) "
         "| max error vs float64 |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for dtype, per_method in results.items():
-        grid = per_method.get("grid_sample", {})
-        for method, modes in per_method.items():
-            if "unavailable" in modes:
-                lines.append(f"| {dtype} | {method} | unavailable: {modes['unavailable']} "
-                             "| | | | | | |")
-                continue
-            fwd = modes.get("forward", {})
-            bandwidth = (f"{fwd['gbps']:.0f} ({100 * fwd['gbps'] / copy_gbps:.0f}%)"
-                         if "gbps" in fwd else "n/a")
-            ups = " / ".join(speedup(grid.get(m, {}), modes.get(m, {})) for m in MODES)
-            if method == "grid_sample":
-                ups = "1.0x (baseline)"
-            second = modes.get("second order", {})
-            peak = f"{second['peak_gib']:.2f}" if "peak_gib" in second else "n/a"
-            error = errors.get(dtype, {}).get(method)
-            error_cell = f"{error:.2e}" if error is not None else "n/a"
-            lines.append(
-                f"| {dtype} | {method} | {cell_ms(fwd)} | {cell_ms(modes.get(MODES[1], {}))} | "
-                f"{cell_ms(second)} | {bandwidth} | {ups} | {peak} | {error_cell} |"
-            )
-    table = "\n".join(lines)
-    failed = [f"{d} {m} {mode}: {r['error']}" for d, pm in results.items() for m, modes in
-              pm.items() for mode, r in modes.items() if isinstance(r, dict) and "error" in r]
-    import torch
-
-    triton_version = "none"
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        pass
+        results, errors, copy_gbps, "grid_sample", MODES, "forward", "second order",
+    )
     section = [
         "## patch_sample on GPU (issue 3)",
         "",
-        f"Command: `{command}`; device: {device_name}; torch {torch.__version__}, "
-        f"triton {triton_version}, Python {platform.python_version()}; "
-        f"date: {datetime.date.today().isoformat()}.",
+        common.environment_line(command, device_name),
         f"Workload: {args.batch} images of {args.channels} x {args.size} x {args.size}, "
         f"{args.queries} queries in all, p = {args.patch}, reflection padding; median of "
         f"{args.repeats} timings (CUDA events) after a warm-up. funknn_fast takes float32 coords "
@@ -410,62 +242,33 @@ def render(args, device_name, results, copy_gbps, errors, sweep, notes, command)
         "",
         table,
     ]
-    if sweep:
-        timings = ", ".join(f"{c}: {s * 1e3:.3f} ms" for c, s in sweep)
-        section += ["", "Triton forward launch configurations (float32; "
-                    f"FUNKNN_TRITON_FORWARD_CONFIG = elements per program, warps): {timings}."]
-    if failed:
-        section += ["", "Cells marked n/a failed: " + "; ".join(failed) + "."]
-    section += [f"{note}" for note in notes]
+    section += common.section_tail(sweep, "Triton forward launch configurations", results, notes)
     return "\n".join(section) + "\n", table
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.dry_run:
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before funknn_fast imports Triton
+    started = common.start(args)
+    if started is None:
+        return 2
+    device, log = started
     import torch
 
-    device = torch.device("cpu" if args.dry_run else "cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device: use --dry-run for a CPU check of this script", file=sys.stderr)
-        return 2
-    log_lines: list[str] = []
+    failures = common.run_validation(validate, args, device, log)
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-        log_lines.append(message)
-
-    from funknn_fast.backends import backends
-
-    for name, status in backends().items():
-        log(f"backend {name}: {'available' if status.available else 'unavailable'} "
-            f"({status.reason})")
-    failures: list[str] = []
-    if not args.skip_validation:
-        log("validation against the float64 reference:")
-        start = time.perf_counter()
-        failures = validate(device, log)
-        log(f"validation: {len(failures)} failure(s) in {time.perf_counter() - start:.1f} s")
-
-    timer = Timer(device)
-    device_name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (dry run)"
+    timer = common.Timer(device)
     dtypes = [getattr(torch, name) for name in args.dtypes.split(",")]
     out_bytes = (args.queries // args.batch) * args.batch * args.channels * args.patch**2 * 4
-    copy_gbps = copy_bandwidth(out_bytes, device, timer, args.repeats)
+    copy_gbps = common.copy_bandwidth(out_bytes, device, timer, args.repeats)
     log(f"device-to-device copy of {out_bytes / 2**30:.2f} GiB: {copy_gbps:.0f} GB/s")
     results: dict[str, dict] = {}
     errors: dict[str, dict] = {}
     for dtype in dtypes:
         key = str(dtype).replace("torch.", "")
-        results[key] = {}
-        for method in METHODS:
-            reason = unavailable_reason(method, device)
-            if reason is not None:
-                results[key][method] = {"unavailable": reason}
-                log(f"  {method}: unavailable ({reason})")
-                continue
-            results[key][method] = time_modes(method, args, device, dtype, timer, log)
+        results[key] = common.time_methods(
+            METHODS, lambda method: unavailable_reason(method, device),
+            lambda method, dtype=dtype: time_modes(method, args, device, dtype, timer, log), log,
+        )
         try:
             errors[key] = errors_vs_float64(args, device, dtype)
         except RuntimeError:
@@ -478,28 +281,15 @@ def main(argv=None) -> int:
                     failures.append(f"{method} {key} error {errors[key][method]:.3g} > 2x "
                                     f"grid_sample's {errors[key]['grid_sample']:.3g}")
     sweep = sweep_forward(args, device, timer, log) if args.sweep_forward else []
-    given = list(argv if argv is not None else sys.argv[1:])
-    shown = [a for k, a in enumerate(given)
-             if not a.startswith("--log-dir") and (k == 0 or given[k - 1] != "--log-dir")]
-    command = "python benchmarks/bench_patch_sample_gpu.py " + " ".join(shown)
-    notes = []
-    if failures:
-        notes.append("")
-        notes.append("Validation FAILED: " + "; ".join(failures) + ".")
-    section, table = render(args, device_name, results, copy_gbps, errors, sweep, notes,
-                            command.strip())
+    command = common.command_line("bench_patch_sample_gpu.py", argv)
+    section, table = render(args, common.device_name(device), results, copy_gbps, errors, sweep,
+                            common.failure_notes(failures), command)
     print(table)
-    write_atomic(pathlib.Path(args.output), section)
-    if args.log_dir:
-        log_dir = pathlib.Path(args.log_dir)
-        write_atomic(log_dir / "patch_sample_gpu.md", section)
-        payload = {"results": results, "errors": errors, "copy_gbps": copy_gbps,
-                   "sweep": sweep, "failures": failures, "log": log_lines}
-        write_atomic(log_dir / "bench_patch_sample_gpu.json", json.dumps(payload, indent=1))
-    if failures:
-        log("FAILURES: " + "; ".join(failures))
-        return 1
-    return 0
+    payload = {"results": results, "errors": errors, "copy_gbps": copy_gbps,
+               "sweep": sweep, "failures": failures, "log": log.lines}
+    common.write_results(args, section, "patch_sample_gpu.md", "bench_patch_sample_gpu.json",
+                         payload)
+    return common.exit_status(failures, log)
 
 
 if __name__ == "__main__":
