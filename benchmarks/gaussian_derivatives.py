@@ -11,9 +11,14 @@ which diverged at lr 1e-4 in our one attempt): FunkNN (MLP variant by default: i
 per-query cost is about 8x lower than the CNN's, which keeps each training within the budget of a
 shared 2-core machine), fresh random Gaussians every step, random query coordinates, and a loss
 made of the relative squared errors of the value, the gradient and the Laplacian,
-    ||u_hat - u||^2 / ||u||^2 + ||grad u_hat - grad u||^2 / ||grad u||^2
-    + ||lap u_hat - lap u||^2 / ||lap u||^2   (sums over the batch),
-where u_hat and its derivatives come from ``funknn_fast.derivatives.funknn_derivatives``
+    e_v = ||u_hat - u||^2 / ||u||^2, e_g = ||grad u_hat - grad u||^2 / ||grad u||^2,
+    e_l = ||lap u_hat - lap u||^2 / ||lap u||^2   (sums over the batch),
+combined as log e_v + log e_g + w log e_l (``--loss log``, the default, w =
+``--laplacian-weight``, 1 by default: minus the sum of the three
+SNRs in dB / 10, so every quantity counts in dB and none is traded away for another) or as
+e_v + e_g + e_l (``--loss sum``: the Laplacian's error, by far the largest, dominates and the value
+gets worse than plain interpolation). u_hat and its derivatives come from
+``funknn_fast.derivatives.funknn_derivatives``
 (patch jets + forward mode; the loss is differentiated through them). The last linear layer
 starts at zero, so training starts from plain Keys-cubic interpolation (the centre-sample
 residual). Adam, cosine-decayed lr.
@@ -107,11 +112,13 @@ def train(activation: str, args: argparse.Namespace) -> tuple[FunkNN, float, lis
                             dtype=torch.float64) * 2 - 1
         value, gradient, laplacian = gaussian_fields(coords, centres, sigmas)
         d = funknn_derivatives(model, coords.float(), image, order="laplacian", chunk=None)
-        loss = (
-            relative_error(d.value[..., 0], value.float())
-            + relative_error(d.gradient[..., 0, :], gradient.float())
-            + relative_error(d.laplacian[..., 0], laplacian.float())
-        )
+        errors = torch.stack((
+            relative_error(d.value[..., 0], value.float()),
+            relative_error(d.gradient[..., 0, :], gradient.float()),
+            relative_error(d.laplacian[..., 0], laplacian.float()),
+        ))
+        weights = torch.tensor([1.0, 1.0, args.laplacian_weight])
+        loss = (weights * (errors.log() if args.loss == "log" else errors)).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -218,6 +225,10 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loss", default="log", choices=("log", "sum"),
+                        help="log: sum of log relative errors (equal weight in dB); sum: their sum")
+    parser.add_argument("--laplacian-weight", type=float, default=1.0,
+                        help="weight of the Laplacian term (value and gradient weigh 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -251,8 +262,13 @@ def main() -> None:
         f"({4 * args.size}^2) grids of pixel centres, against the analytic value, gradient and "
         "Laplacian.",
         f"FunkNN {args.variant.upper()} trained {args.steps} steps x {args.batch} images x "
-        f"{args.queries} queries on fresh bumps with the loss relative-MSE(value) + "
-        "relative-MSE(gradient) + relative-MSE(Laplacian), last layer zero-initialised so "
+        f"{args.queries} queries on fresh bumps with the loss "
+        + ("log relative-MSE(value) + log relative-MSE(gradient) + "
+           f"{args.laplacian_weight:g} log relative-MSE(Laplacian)"
+           if args.loss == "log" else
+           "relative-MSE(value) + relative-MSE(gradient) + "
+           f"{args.laplacian_weight:g} relative-MSE(Laplacian)")
+        + ", last layer zero-initialised so "
         "training starts from plain Keys-cubic interpolation; derivatives from the patch-jets "
         f"forward mode (training time {trained}).",
         "",
