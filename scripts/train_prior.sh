@@ -23,8 +23,9 @@ AE_MINUTES=$((TRAIN_MINUTES - FLOW_MINUTES))
 N_IMAGES=${N_IMAGES:-20}
 # Derivative problems: Adam steps fitting G(z) (then the decoder copy, dense gradients only) to the
 # Poisson reconstruction at the generator resolution, up to the constant, before the gradient
-# loss (the defaults of `funknn solve`, docs/prior.md). INIT_STEPS=0 INIT_FINETUNE_STEPS=0 gives
-# the paper's z = 0 start.
+# loss (the defaults of `funknn solve`, docs/prior.md). The paper's z = 0 protocol instead:
+# funknn solve derivatives --init-steps 0 --init-finetune-steps 0 --z-steps 300 --finetune-steps 100
+# --finetune-lr 1e-4.
 INIT_STEPS=${INIT_STEPS:-200}
 INIT_FINETUNE_STEPS=${INIT_FINETUNE_STEPS:-1500}
 export OMP_NUM_THREADS=1
