@@ -75,6 +75,9 @@ SCALES = (2, 3, 4, 6, 8)
 MODEL_NAMES = ("FunkNN", "LIIF-EDSR", "LIIF-140K")
 
 
+SPEED_TITLE = "FunkNN against LIIF: throughput and memory (issue 6)"
+
+
 @dataclass
 class Loaded:
     """A model and where its weights came from (``trained`` False: random initialisation)."""
@@ -83,6 +86,7 @@ class Loaded:
     model: torch.nn.Module
     trained: bool
     source: str
+    training: str = "-"
 
 
 def load_models(args: argparse.Namespace, names=MODEL_NAMES) -> dict[str, Loaded]:
@@ -93,7 +97,8 @@ def load_models(args: argparse.Namespace, names=MODEL_NAMES) -> dict[str, Loaded
     if "FunkNN" not in names:
         pass
     elif funknn_path.with_suffix(".json").is_file():
-        models["FunkNN"] = Loaded("FunkNN", load_model(funknn_path), True, _rel(funknn_path))
+        models["FunkNN"] = Loaded("FunkNN", load_model(funknn_path), True, _rel(funknn_path),
+                                  training_record(funknn_path.with_suffix(".json")))
     else:
         models["FunkNN"] = Loaded("FunkNN", FunkNN().eval(), False, "untrained")
     for name, path, config in (("LIIF-EDSR", args.liif_weights, LIIF_EDSR),
@@ -102,26 +107,38 @@ def load_models(args: argparse.Namespace, names=MODEL_NAMES) -> dict[str, Loaded
             continue
         path = pathlib.Path(path)
         if path.is_file():
-            models[name] = Loaded(name, load_liif(path).eval(), True, _rel(path))
+            models[name] = Loaded(name, load_liif(path).eval(), True, _rel(path),
+                                  training_record(path.with_suffix(".json")))
         else:
             models[name] = Loaded(name, LIIF(config).eval(), False, "untrained")
     return models
 
 
-def _rel(path: pathlib.Path) -> str:
-    """The weights path (relative to the repository) and its training record, if any."""
+def training_record(json_path: pathlib.Path) -> str:
+    """Steps, budget and learning rate from the JSON written next to a model's weights."""
     try:
-        text = str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        text = str(path)
-    record = path.with_suffix(".json")
-    if record.is_file():
-        info = json.loads(record.read_text())
+        info = json.loads(json_path.read_text())
+        train = info["train"]
         steps = info.get("steps_done", info.get("step"))
-        seconds = info.get("train_seconds")
-        if steps is not None and seconds is not None:
-            text += f" ({steps} steps, {float(seconds) / 60:.0f} min)"
-    return text
+        seconds = float(info["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "-"
+    clock = "CPU" if info.get("clock") == "cpu" else "wall"
+    threads = train.get("threads")
+    if threads is None and "--threads 1" in info.get("command", ""):
+        threads = 1
+    on = f", {threads} thread" if threads else ""
+    return (f"{steps} steps of {train['batch_size']} crops x {train['queries']} queries, "
+            f"{seconds / 60:.1f} min ({clock}{on}), Adam lr {train['lr']:g} cosine to "
+            f"{train.get('lr_min', 0):g}")
+
+
+def _rel(path: pathlib.Path) -> str:
+    """The weights path, relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -406,8 +423,8 @@ def _header(title: str, command: str, threads: int) -> str:
 
 
 def quality_section(models, macs, table, crop, command, threads) -> str:
-    lines = ["| model | parameters | weights | MACs per query at x4 (MLP/CNN + amortised "
-             "encoder) |", "|---|---|---|---|"]
+    lines = ["| model | parameters | weights | training | MACs per query at x4 (MLP/CNN + "
+             "amortised encoder) |", "|---|---|---|---|---|"]
     for name in MODEL_NAMES:
         entry = models[name]
         keys = [k for k in macs if k == name or k.startswith(name + " ")]
@@ -415,7 +432,8 @@ def quality_section(models, macs, table, crop, command, threads) -> str:
                          f"{(macs[k]['query'] + macs[k]['encoder']) / 1e6:.3f} M "
                          f"({macs[k]['query'] / 1e6:.3f} + {macs[k]['encoder'] / 1e6:.3f})"
                          for k in keys)
-        lines.append(f"| {name} | {count_parameters(entry.model):,} | {entry.source} | {cost} |")
+        lines.append(f"| {name} | {count_parameters(entry.model):,} | {entry.source} | "
+                     f"{entry.training} | {cost} |")
     section = [_header("End-to-end super-resolution on held-out photographs (issue 6)",
                        command, threads), "\n".join(lines), ""]
     if table is None:
@@ -471,7 +489,7 @@ def speed_section(x4, sweep, mem, macs, chunk, funknn_chunk, side, mem_side, com
         f"FunkNN stays {funknn_macs / liif_macs:.1f}x behind: matching LIIF needs a cheaper "
         "per-patch network (fewer multiply-adds per query), not only faster kernels."
     )
-    section = [_header("FunkNN against LIIF: throughput and memory (issue 6)", command, threads),
+    section = [_header(SPEED_TITLE, command, threads),
                f"Rendering a {side} x {side} low-resolution photo at x4 ({4 * side} x {4 * side}"
                f" = {(4 * side) ** 2:,} queries) in chunks of {chunk} queries for LIIF and "
                f"{funknn_chunk} for FunkNN (each model's default); best of the "
@@ -510,6 +528,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny workloads (smoke test)")
     parser.add_argument("--skip-quality", action="store_true", help="no PSNR table")
     parser.add_argument("--skip-memory", action="store_true", help="no 1M-query memory runs")
+    parser.add_argument("--quality-only", action="store_true",
+                        help="PSNR table only; keeps the speed section of the results file")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=16384, help="queries per LIIF chunk")
     parser.add_argument("--funknn-chunk", type=int, default=DEFAULT_CHUNK,
@@ -539,10 +559,21 @@ def main() -> None:
     models = load_models(args)
     macs = macs_per_query(models)
     table = None if args.skip_quality else quality(models, crop, args.chunk, args.funknn_chunk)
+    command = "python benchmarks/bench_superres.py" + "".join(f" {a}" for a in sys.argv[1:])
+    if args.quality_only:
+        first = quality_section(models, macs, table, crop, command, args.threads)
+        print(first)
+        if not (quick or args.no_write):
+            previous = (RESULTS / "liif.md").read_text() if (RESULTS / "liif.md").is_file() else ""
+            marker = previous.find("## " + SPEED_TITLE)
+            rest = previous[marker:] if marker >= 0 else ""
+            if table is not None:
+                plot_psnr(table, DOCS / "superres_psnr.png")
+            _atomic_write(RESULTS / "liif.md", first + ("\n" + rest if rest else ""))
+        return
     x4 = throughput_x4(models, args.chunk, args.funknn_chunk, repeats, side)
     sweep = throughput_sweep(models, args.chunk, args.funknn_chunk, repeats, side, counts)
     mem = None if args.skip_memory else memory(["bicubic", *MODEL_NAMES], mem_side, args)
-    command = "python benchmarks/bench_superres.py" + "".join(f" {a}" for a in sys.argv[1:])
     first = quality_section(models, macs, table, crop, command, args.threads)
     second = speed_section(x4, sweep, mem, macs, args.chunk, args.funknn_chunk, side, mem_side,
                            command, args.threads)

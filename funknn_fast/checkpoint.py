@@ -53,11 +53,14 @@ def atomic_write_text(path: Path, text: str) -> None:
             tmp.unlink()
 
 
-def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``safetensors`` file written through a temporary file and ``os.replace``."""
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path,
+                        metadata: dict[str, str] | None = None) -> None:
+    """``safetensors`` file (world-readable, like any installed data file) written through a
+    temporary file and ``os.replace``; ``metadata`` goes to the file's string header."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata=metadata)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:

@@ -340,15 +340,10 @@ def render_liif(
 
 def save_liif(model: LIIF, path: str | os.PathLike[str]) -> None:
     """Writes the weights and the configuration to a safetensors file (atomically)."""
-    from safetensors.torch import save_file
+    from funknn_fast.checkpoint import atomic_save_tensors
 
-    target = pathlib.Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    state = model.state_dict()
-    tensors = {name: value.detach().contiguous().cpu() for name, value in state.items()}
     metadata = {"liif_config": json.dumps(dataclasses.asdict(model.config))}
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, target)
+    atomic_save_tensors(dict(model.state_dict()), pathlib.Path(path), metadata)
 
 
 def load_liif(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> LIIF:
