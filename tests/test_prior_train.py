@@ -67,6 +67,21 @@ def test_schedule_warms_up_then_decays_and_follows_the_clock():
     assert schedule(10, 100, 1.0, time_fraction=1.0) == pytest.approx(0.01)
 
 
+def test_cpu_clock_budget_counts_process_time(tmp_path, monkeypatch):
+    from funknn_fast.prior import train
+
+    ticks = iter(float(t) for t in range(10_000))
+    monkeypatch.setitem(train.CLOCKS, "cpu", lambda: 60.0 * next(ticks))  # a minute per read
+    records = []
+    config = PriorTrainConfig(**{**TINY, "ae_steps": 50, "max_minutes": 2.5, "clock": "cpu"})
+    run(config, tmp_path / "prior", ("autoencoder",), records.append)
+    # reads: start 0; per step one for the schedule and one for the budget check (1 and 2 at
+    # step 0, 3 and 4 at step 1 where 4 > 2.5 minutes stops the stage).
+    assert any(r.get("reason") == "max_minutes" and r.get("stopped_at") == 1 for r in records)
+    with pytest.raises(ValueError, match="clock"):
+        PriorTrainConfig(clock="gpu")
+
+
 def test_command_line(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "p"), "--stages", "autoencoder", "--log", str(tmp_path / "l")]
     for key, value in TINY.items():
