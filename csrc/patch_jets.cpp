@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cpu_workers.h"
+#include "patch_jets_checks.h"
 #include "patch_jets_math.h"
 #include "patch_sample_math.h"
 
@@ -63,27 +64,13 @@ struct JetGeometry {
 
 void check_jets_inputs(const at::Tensor& image, const at::Tensor& coords, const at::Tensor& step,
                        int64_t patch_size, int64_t padding, int64_t mode) {
-  TORCH_CHECK(image.dim() == 4, "patch_sample_jets: image must be (B, C, H, W), got ",
-              image.sizes());
-  TORCH_CHECK(coords.dim() == 3 && coords.size(2) == 2 && coords.size(0) == image.size(0),
-              "patch_sample_jets: coords must be (B, Q, 2) with B = ", image.size(0), ", got ",
-              coords.sizes());
-  TORCH_CHECK(step.dim() == 1 && step.size(0) == 2, "patch_sample_jets: step must be (2,), got ",
-              step.sizes());
+  check_jets_shapes(image, coords, step, patch_size, padding, mode);
   TORCH_CHECK(image.scalar_type() == coords.scalar_type() &&
                   image.scalar_type() == step.scalar_type(),
               "patch_sample_jets: image, coords and step must share a dtype");
   TORCH_CHECK(image.scalar_type() == at::kFloat || image.scalar_type() == at::kDouble,
               "patch_sample_jets (cpu): dtype must be float32 or float64, got ",
               image.scalar_type());
-  TORCH_CHECK(patch_size >= 1, "patch_sample_jets: patch_size must be >= 1, got ", patch_size);
-  TORCH_CHECK(padding >= kZeros && padding <= kReflection,
-              "patch_sample_jets: padding code must be 0, 1 or 2, got ", padding);
-  TORCH_CHECK(mode >= kJetsGradient && mode <= kJetsHessian,
-              "patch_sample_jets: mode must be 0 (gradient), 1 (Laplacian) or 2 (Hessian), got ",
-              mode);
-  TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1,
-              "patch_sample_jets: image H and W must be >= 1");
 }
 
 JetGeometry jet_geometry(const at::Tensor& image, const at::Tensor& coords, int64_t patch_size,

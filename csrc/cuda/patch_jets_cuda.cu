@@ -41,8 +41,9 @@
 #include <optional>
 #include <tuple>
 
-#include "patch_jets_math.h"
 #include "block_reduce.cuh"
+#include "patch_jets_checks.h"
+#include "patch_jets_math.h"
 #include "patch_jets_sample.cuh"
 #include "patch_sample_math.h"
 
@@ -125,13 +126,7 @@ at::ScalarType jets_opmath_dtype(at::ScalarType dtype) {
 void check_jets_inputs_cuda(const at::Tensor& image, const at::Tensor& coords,
                             const at::Tensor& step, int64_t patch_size, int64_t padding,
                             int64_t mode) {
-  TORCH_CHECK(image.dim() == 4, "patch_sample_jets: image must be (B, C, H, W), got ",
-              image.sizes());
-  TORCH_CHECK(coords.dim() == 3 && coords.size(2) == 2 && coords.size(0) == image.size(0),
-              "patch_sample_jets: coords must be (B, Q, 2) with B = ", image.size(0), ", got ",
-              coords.sizes());
-  TORCH_CHECK(step.dim() == 1 && step.size(0) == 2, "patch_sample_jets: step must be (2,), got ",
-              step.sizes());
+  check_jets_shapes(image, coords, step, patch_size, padding, mode);
   const auto dtype = image.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
                   dtype == at::kBFloat16,
@@ -146,15 +141,8 @@ void check_jets_inputs_cuda(const at::Tensor& image, const at::Tensor& coords,
   TORCH_CHECK(image.is_cuda() && coords.device() == image.device() &&
                   step.device() == image.device(),
               "patch_sample_jets (cuda): image, coords and step must be on one CUDA device");
-  TORCH_CHECK(patch_size >= 1 && patch_size < 46341,
-              "patch_sample_jets: patch_size must be in [1, 46340], got ", patch_size);
-  TORCH_CHECK(padding >= kZeros && padding <= kReflection,
-              "patch_sample_jets: padding code must be 0, 1 or 2, got ", padding);
-  TORCH_CHECK(mode >= kJetsGradient && mode <= kJetsHessian,
-              "patch_sample_jets: mode must be 0 (gradient), 1 (Laplacian) or 2 (Hessian), got ",
-              mode);
-  TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1,
-              "patch_sample_jets: image H and W must be >= 1");
+  TORCH_CHECK(patch_size < 46341,
+              "patch_sample_jets (cuda): patch_size must be at most 46340, got ", patch_size);
   TORCH_CHECK(image.size(2) < (1 << 30) && image.size(3) < (1 << 30),
               "patch_sample_jets (cuda): image H and W must be below 2^30");
 }
