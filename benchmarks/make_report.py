@@ -20,6 +20,7 @@ ORDER = [
     "render_4096",
     "superres_quality",
     "liif",
+    "liif_training",
     "derivatives",
     "derivatives_gaussian",
     "jets_gpu",
