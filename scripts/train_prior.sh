@@ -2,12 +2,13 @@
 # Makes the shipped continuous prior (funknn_fast/weights/prior_ellipses.{safetensors,json}) and,
 # with EVALUATE=1, the acceptance measurements of issue 7 (docs/prior_results/).
 #
-# Training: about TRAIN_MINUTES (default 110) on a 2-core CPU. The auto-encoder (then its latent
+# Training: about TRAIN_MINUTES (default 90) on a 2-core CPU. The auto-encoder (then its latent
 # flow) and FunkNN are independent, so they train in parallel, one thread each; every stage ends
 # at its budget with a fully decayed learning rate (see funknn_fast/prior/train.py). The budgets
 # count each process's CPU time (CLOCK=cpu, the default; CLOCK=wall for the wall clock): on an
 # idle machine that is the wall clock, and other jobs only make the training take longer instead
-# of making it shorter. Evaluation: 20 held-out phantoms per problem (test split).
+# of making it shorter. Evaluation: 20 held-out phantoms per problem (test split), the problems
+# one after the other, each solving its images in WORKERS processes of one thread.
 #
 #   bash scripts/train_prior.sh                 # train, then merge into the shipped files
 #   EVALUATE=1 bash scripts/train_prior.sh      # ... and run the three solve commands
@@ -19,11 +20,12 @@ PY=${PY:-.venv/bin/python}
 WORK=${WORK:-out/prior}
 OUT=${OUT:-funknn_fast/weights/prior_ellipses}
 RESULTS=${RESULTS:-docs/prior_results}
-TRAIN_MINUTES=${TRAIN_MINUTES:-110}
+TRAIN_MINUTES=${TRAIN_MINUTES:-90}
 CLOCK=${CLOCK:-cpu}
 FLOW_MINUTES=${FLOW_MINUTES:-8}
 AE_MINUTES=$((TRAIN_MINUTES - FLOW_MINUTES))
 N_IMAGES=${N_IMAGES:-20}
+WORKERS=${WORKERS:-2}
 # Derivative problems: Adam steps fitting G(z) (then the decoder copy, dense gradients only) to the
 # Poisson reconstruction at the generator resolution, up to the constant, before the gradient
 # loss (the defaults of `funknn solve`, docs/prior.md). The paper's z = 0 protocol instead:
@@ -66,11 +68,11 @@ if [[ -n "${EVALUATE:-}" ]]; then
   mkdir -p "$RESULTS"
   # Paper protocol scaled to the CPU: Adam on z, then Adam on a copy of the decoder; each stage
   # of the derivative problems starts with the warm start on the Poisson reconstruction.
-  SOLVE=(--weights "$OUT" --n-images "$N_IMAGES" --size 64 --out-dir "$RESULTS" --threads 1)
+  SOLVE=(--weights "$OUT" --n-images "$N_IMAGES" --size 64 --out-dir "$RESULTS" --threads 1
+         --workers "$WORKERS")
   $PY -m funknn_fast.cli solve ct "${SOLVE[@]}" --angles 60 --noise-snr-db 30 \
     --z-steps 300 --z-lr 0.05 --finetune-steps 100 --finetune-lr 1e-4 \
-    > "$RESULTS/ct.log" 2>&1 &
-  CT_PID=$!
+    > "$RESULTS/ct.log" 2>&1
   $PY -m funknn_fast.cli solve derivatives "${SOLVE[@]}" --queries 2048 \
     --init-steps "$INIT_STEPS" --init-lr 0.05 --z-steps 0 \
     --init-finetune-steps "$INIT_FINETUNE_STEPS" --init-finetune-lr 1e-3 \
@@ -79,6 +81,5 @@ if [[ -n "${EVALUATE:-}" ]]; then
     --init-steps "$INIT_STEPS" --init-lr 0.05 --z-steps 50 --z-lr 0.05 \
     --init-finetune-steps 0 --finetune-steps 200 --finetune-lr 1e-4 \
     --sparse-fraction 0.2 --tv-weight 1e-2 > "$RESULTS/sparse-derivatives.log" 2>&1
-  wait "$CT_PID"
   tail -n 2 "$RESULTS"/*.log
 fi

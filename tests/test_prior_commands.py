@@ -81,3 +81,20 @@ def test_solve_derivatives_uses_the_problem_defaults(prior_path, tmp_path):
 def test_solve_rejects_bad_options(prior_path, tmp_path):
     assert main(["solve", "ct", "--weights", str(prior_path), "--n-images", "0"]) == 2
     assert main(["solve", "ct", "--weights", str(prior_path), "--sparse-fraction", "2"]) == 2
+    assert main(["solve", "ct", "--weights", str(prior_path), "--workers", "0"]) == 2
+
+
+def test_solve_with_workers_matches_one_process(prior_path, tmp_path):
+    options = ["solve", "sparse-derivatives", "--weights", str(prior_path), "--n-images", "3",
+               "--first", "2", "--size", "12", "--init-steps", "2", "--z-steps", "2",
+               "--finetune-steps", "2", "--queries", "32", "--quiet"]
+    assert main([*options, "--out-dir", str(tmp_path / "one")]) == 0
+    assert main([*options, "--out-dir", str(tmp_path / "two"), "--workers", "2",
+                 "--threads", "1"]) == 0
+    one = json.loads((tmp_path / "one" / "sparse-derivatives.json").read_text())
+    two = json.loads((tmp_path / "two" / "sparse-derivatives.json").read_text())
+    assert one["indices"] == two["indices"] == [2, 3, 4]
+    assert two["workers"] == 2
+    np.testing.assert_allclose(two["per_image"]["prior"]["si_snr"],
+                               one["per_image"]["prior"]["si_snr"], rtol=1e-5)
+    np.testing.assert_allclose(two["final_loss"], one["final_loss"], rtol=1e-5)

@@ -6,6 +6,8 @@ for the derivative problems). Writes ``<out-dir>/<problem>.json`` (per-image and
 shift-invariant SNR of the prior, the baseline and the auto-encoder projection of the truth, the
 configuration, the command and timings) and ``<out-dir>/<problem>.png`` (truth, baseline, prior
 for the first images). Progress: one bar per image (``--quiet`` turns it off).
+``--workers N`` solves the images in N processes (``--threads`` each, default 1); every image
+has its own seeded solver, so the results do not depend on N.
 
 Defaults of the solver options depend on the problem (``PROBLEM_DEFAULTS`` in
 :mod:`funknn_fast.prior.solvers`): the derivative problems warm-start ``z`` (and, for dense
@@ -38,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-images", type=int, default=4, help="number of test phantoms")
     parser.add_argument("--first", type=int, default=0, help="first test phantom index")
     parser.add_argument("--out-dir", default="solve_results", help="folder for PNG + JSON")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (per worker)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes solving images in parallel (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--size", type=int, help="observation / rendering grid n (default 64)")
     helps = {
@@ -123,9 +127,74 @@ def _figure(path: Path, problem: str, rows: list[dict], baseline_name: str) -> N
     plt.close(figure)
 
 
+def _solve_one(problem, prior, config, progress=None) -> dict:
+    """Solve one single-image problem: ``estimate``, ``seconds``, ``final_loss``."""
+    from funknn_fast.prior import solvers
+
+    start = time.perf_counter()
+    result = solvers.solve(problem, prior, config, progress)
+    losses = result["losses"]["finetune"] or result["losses"]["z"]
+    return {"estimate": result["estimate"], "seconds": time.perf_counter() - start,
+            "final_loss": losses[-1] if losses else None}
+
+
+_WORKER_PRIOR = None
+
+
+def _worker_init(weights: str, threads: int) -> None:
+    import torch
+
+    from funknn_fast.prior.generator import load_prior
+
+    global _WORKER_PRIOR
+    torch.set_num_threads(threads)
+    _WORKER_PRIOR = load_prior(weights)
+
+
+def _worker_solve(problem, config) -> dict:
+    return _solve_one(problem, _WORKER_PRIOR, config)
+
+
+def _solve_images(problem, prior, config, args):
+    """Yield ``(k, outcome)`` for every image ``k`` of ``problem``, in completion order."""
+    from tqdm import tqdm
+
+    count = problem.truth.shape[0]
+    if args.workers == 1:
+        for k in range(count):
+            bar = tqdm(total=config.total_steps, desc=f"{args.problem} #{args.first + k}",
+                       disable=args.quiet, file=sys.stderr, leave=False)
+
+            def progress(phase: str, step: int, loss: float, bar=bar) -> None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(phase=phase, loss=f"{loss:.4g}")
+
+            outcome = _solve_one(problem.select(k), prior, config, progress)
+            bar.close()
+            yield k, outcome
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from funknn_fast.prior.generator import DEFAULT_PRIOR
+
+    context = multiprocessing.get_context("spawn")
+    weights = str(args.weights or DEFAULT_PRIOR)
+    with ProcessPoolExecutor(max_workers=min(args.workers, count), mp_context=context,
+                             initializer=_worker_init,
+                             initargs=(weights, args.threads or 1)) as pool:
+        futures = {pool.submit(_worker_solve, problem.select(k), config): k
+                   for k in range(count)}
+        with tqdm(total=count, desc=f"{args.problem} ({args.workers} workers)",
+                  disable=args.quiet, file=sys.stderr, leave=False) as bar:
+            for future in as_completed(futures):
+                bar.update(1)
+                yield futures[future], future.result()
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from funknn_fast.prior import solvers
     from funknn_fast.prior.generator import DEFAULT_PRIOR, PriorFileError, load_prior
@@ -134,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
     if args.n_images < 1 or args.first < 0:
         raise CommandError(f"need --n-images >= 1 and --first >= 0, got {args.n_images}, "
                            f"{args.first}")
+    if args.workers < 1:
+        raise CommandError(f"need --workers >= 1, got {args.workers}")
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"need --threads >= 1, got {args.threads}")
     config = _config(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,29 +224,21 @@ def run(args: argparse.Namespace) -> int:
     baseline_seconds = time.perf_counter() - start
     projection = solvers.autoencoder_projection(problem, prior, config.size,
                                                 phantoms["edge_width"])
-    estimates, seconds, final_losses = [], [], []
-    total = config.total_steps
-    for k, index in enumerate(indices):
-        bar = tqdm(total=total, desc=f"{args.problem} #{index}", disable=args.quiet,
-                   file=sys.stderr, leave=False)
-
-        def progress(phase: str, step: int, loss: float, bar=bar) -> None:
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(phase=phase, loss=f"{loss:.4g}")
-
-        start = time.perf_counter()
-        result = solvers.solve(problem.select(k), prior, config, progress)
-        seconds.append(time.perf_counter() - start)
-        bar.close()
-        estimates.append(result["estimate"])
-        losses = result["losses"]["finetune"] or result["losses"]["z"]
-        final_losses.append(losses[-1] if losses else None)
-        scores = solvers.metrics(problem.truth[k : k + 1], result["estimate"])
+    line = "{problem} #{index}: prior SNR {snr:.2f} dB, SI-SNR {si_snr:.2f} dB; {name} SNR " \
+        "{base_snr:.2f} dB, SI-SNR {base_si_snr:.2f} dB ({seconds:.0f} s)"
+    solved = {}
+    for k, outcome in _solve_images(problem, prior, config, args):
+        solved[k] = outcome
+        scores = solvers.metrics(problem.truth[k : k + 1], outcome["estimate"])
         base = solvers.metrics(problem.truth[k : k + 1], baseline[k : k + 1])
-        print(f"{args.problem} #{index}: prior SNR {scores['snr'][0]:.2f} dB, "
-              f"SI-SNR {scores['si_snr'][0]:.2f} dB; {baseline_name} SNR {base['snr'][0]:.2f}"
-              f" dB, SI-SNR {base['si_snr'][0]:.2f} dB ({seconds[-1]:.0f} s)", flush=True)
+        print(line.format(problem=args.problem, index=indices[k], snr=scores["snr"][0],
+                          si_snr=scores["si_snr"][0], name=baseline_name,
+                          base_snr=base["snr"][0], base_si_snr=base["si_snr"][0],
+                          seconds=outcome["seconds"]), flush=True)
+    ordered = [solved[k] for k in range(len(indices))]
+    estimates = [outcome["estimate"] for outcome in ordered]
+    seconds = [outcome["seconds"] for outcome in ordered]
+    final_losses = [outcome["final_loss"] for outcome in ordered]
     estimate = torch.cat(estimates)
     results = {
         "prior": solvers.metrics(problem.truth, estimate),
@@ -196,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
         "config": asdict(config),
         "weights": str(args.weights or DEFAULT_PRIOR),
         "phantoms": phantoms,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads() if args.workers == 1 else (args.threads or 1),
+        "workers": args.workers,
         "command": "funknn " + " ".join(sys.argv[1:]) if sys.argv else "",
     }
     out_dir = Path(args.out_dir)
