@@ -52,8 +52,9 @@ def _wins(record: dict, metric: str) -> int:
 def results_table(records: dict[str, dict]) -> list[str]:
     lines = [
         "| problem | images | prior SNR / SI-SNR (dB) | baseline SNR / SI-SNR (dB) | "
-        "AE projection SNR (dB) | prior beats baseline | acceptance | s / image |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "AE projection SNR (dB) | FunkNN(avg. baseline) SNR / SI-SNR (dB) | "
+        "prior beats baseline | acceptance | s / image |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for problem, record in records.items():
         title, metric, _, _ = PROBLEMS[problem]
@@ -61,10 +62,13 @@ def results_table(records: dict[str, dict]) -> list[str]:
         words, passed = acceptance(problem, record)
         seconds = record["seconds_per_image"]
         count = len(record["indices"])
+        through = mean.get("funknn_of_baseline")
+        through = f"{through['snr']:.2f} / {through['si_snr']:.2f}" if through else "-"
         lines.append(
             f"| {title} | {count} | {mean['prior']['snr']:.2f} / {mean['prior']['si_snr']:.2f} "
             f"| {record['baseline_method']} {mean['baseline']['snr']:.2f} / "
             f"{mean['baseline']['si_snr']:.2f} | {mean['autoencoder_projection']['snr']:.2f} | "
+            f"{through} | "
             f"{_wins(record, metric)} / {count} ({METRIC_NAMES[metric]}) | "
             f"{'PASS' if passed else 'FAIL'}: {words} | {sum(seconds) / len(seconds):.0f} |"
         )
@@ -115,7 +119,10 @@ def report(weights: Path, results: Path) -> str:
         "",
         *training_table(info),
         "",
-        "Inverse problems (means over the images; SI-SNR = shift-invariant SNR):",
+        "Inverse problems (means over the images; SI-SNR = shift-invariant SNR; AE projection:",
+        "FunkNN(decoder(encoder(truth))), the prior knowing the truth; FunkNN(avg. baseline):",
+        "FunkNN of the baseline area-averaged to the generator resolution, the warm start's",
+        "target):",
         "",
         *results_table(records),
         "",

@@ -59,7 +59,8 @@ def test_solve_writes_metrics_and_figure(problem, prior_path, tmp_path):
     record = json.loads((tmp_path / f"{problem}.json").read_text())
     assert record["indices"] == [0, 1]
     assert len(record["per_image"]["prior"]["si_snr"]) == 2
-    assert set(record["mean"]) == {"prior", "baseline", "autoencoder_projection"}
+    assert set(record["mean"]) == {"prior", "baseline", "autoencoder_projection",
+                                   "funknn_of_baseline"}
     assert record["config"]["z_steps"] == 2
     assert Image.open(tmp_path / f"{problem}.png").format == "PNG"
 

@@ -69,7 +69,7 @@ def test_report_writes_training_and_result_tables(prior_report, tmp_path):
     text = out.read_text()
     assert "| funknn | 7 | 12 | 11 | 0.5 |" in text
     # mean SI-SNR 29.5, not above Poisson's 29.5, although the prior wins on image 0
-    row = "| 3.00 / 29.50 | Poisson 4.00 / 29.50 | 3.00 | 1 / 2 (shift-invariant SNR) | FAIL"
+    row = "| 3.00 / 29.50 | Poisson 4.00 / 29.50 | 3.00 | - | 1 / 2 (shift-invariant SNR) | FAIL"
     assert row in text
     assert "`funknn solve derivatives` (2 worker(s) x 1 thread)" in text
 

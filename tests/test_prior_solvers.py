@@ -193,3 +193,13 @@ def test_ct_direct_integrates_funknn_along_the_rays():
     grid = solvers.data_loss(problem, prior, prior.generate(z),
                              solvers.SolveConfig(size=12, angles=4), torch.Generator())
     assert abs(loss.item() - grid.item()) < 0.2 * grid.item()
+
+
+def test_funknn_of_baseline_averages_to_the_generator_resolution():
+    prior = tiny_prior()  # generator resolution 16
+    low = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    blocky = low.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # 32^2, 2x2 blocks
+    rendered = solvers.funknn_of_baseline(blocky, prior, 20)
+    assert rendered.shape == (2, 1, 20, 20)
+    torch.testing.assert_close(rendered, prior.render(low, 20))
+    assert not torch.allclose(rendered, prior.render(blocky[..., :16, :16], 20))

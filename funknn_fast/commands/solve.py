@@ -3,8 +3,9 @@
 Runs :func:`funknn_fast.prior.solvers.solve` on held-out phantoms (test split, indices
 ``--first .. --first + --n-images - 1``) and the baseline (FBP for ``ct``, Poisson integration
 for the derivative problems). Writes ``<out-dir>/<problem>.json`` (per-image and mean SNR and
-shift-invariant SNR of the prior, the baseline and the auto-encoder projection of the truth, the
-configuration, the command and timings) and ``<out-dir>/<problem>.png`` (truth, baseline, prior
+shift-invariant SNR of the prior, the baseline, the auto-encoder projection of the truth and
+FunkNN of the area-averaged baseline (the warm start's target), the configuration, the command
+and timings) and ``<out-dir>/<problem>.png`` (truth, baseline, prior
 for the first images). Progress: one bar per image (``--quiet`` turns it off).
 ``--workers N`` solves the images in N processes (``--threads`` each, default 1); every image
 has its own seeded solver, so the results do not depend on N.
@@ -244,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
         "prior": solvers.metrics(problem.truth, estimate),
         "baseline": solvers.metrics(problem.truth, baseline),
         "autoencoder_projection": solvers.metrics(problem.truth, projection),
+        "funknn_of_baseline": solvers.metrics(
+            problem.truth, solvers.funknn_of_baseline(baseline, prior, config.size)),
     }
     summary = {
         name: {key: sum(values) / len(values) for key, values in scores.items()}

@@ -362,6 +362,16 @@ def autoencoder_projection(
     return prior.render(prior.autoencoder(low), size)
 
 
+@torch.no_grad()
+def funknn_of_baseline(
+    reconstruction: torch.Tensor, prior: ContinuousPrior, size: int
+) -> torch.Tensor:
+    """FunkNN of the baseline ``reconstruction (B, 1, n, n)`` area-averaged to the generator
+    resolution (what the warm start aims at), rendered at ``size``: ``(B, 1, size, size)``."""
+    low = F.adaptive_avg_pool2d(reconstruction, prior.autoencoder.size)
+    return prior.render(low, size)
+
+
 def metrics(truth: torch.Tensor, estimate: torch.Tensor) -> dict[str, list[float]]:
     """Per-image ``snr`` and ``si_snr`` (dB) of ``estimate`` against ``truth``."""
     return {
