@@ -1,0 +1,58 @@
+"""The shipped prior (funknn_fast/weights/prior_ellipses.*): it loads, samples and still reaches
+the quality measured when it was trained (scripts/train_prior.sh, docs/prior.md)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from funknn_fast.prior.generator import DEFAULT_PRIOR, load_prior
+from funknn_fast.prior.metrics import snr
+from funknn_fast.prior.phantoms import phantom_parameters, rasterize
+
+
+@pytest.fixture(scope="module")
+def prior():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_prior(DEFAULT_PRIOR)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def phantoms(prior):
+    info = prior.info["phantoms"]
+    params = phantom_parameters([0, 1, 2, 3], "test", info["seed"])
+    low = rasterize(params, info["size"], info["edge_width"], supersample=2)
+    return low, rasterize(params, 2 * info["size"], info["edge_width"])
+
+
+def test_shipped_prior_records_its_training(prior):
+    assert prior.info["phantoms"]["size"] == prior.autoencoder.size == 32
+    assert set(prior.info["training"]) == {"autoencoder", "flow", "funknn"}
+
+
+def test_shipped_funknn_super_resolves_held_out_phantoms(prior, phantoms):
+    """Measured at training: 40.2 / 51.2 / 31.3 / 61.8 dB (bicubic about 22 dB)."""
+    low, truth = phantoms
+    with torch.no_grad():
+        rendered = prior.render(low, truth.shape[-1])
+    bicubic = F.interpolate(low, size=truth.shape[-1], mode="bicubic", align_corners=False)
+    assert snr(truth, rendered).mean() > 38.0
+    assert snr(truth, rendered).mean() > snr(truth, bicubic).mean() + 10.0
+
+
+def test_shipped_autoencoder_projects_held_out_phantoms(prior, phantoms):
+    """Measured at training: FunkNN(decoder(encoder)) 20.9 / 23.7 / 16.8 / 33.9 dB."""
+    low, truth = phantoms
+    with torch.no_grad():
+        rendered = prior.render(prior.autoencoder(low), truth.shape[-1])
+    assert snr(truth, rendered).mean() > 20.0
+
+
+def test_shipped_prior_samples_look_like_phantoms(prior):
+    samples = prior.sample(4, 48, torch.Generator().manual_seed(0))
+    assert samples.shape == (4, 1, 48, 48)
+    assert torch.isfinite(samples).all()
+    corners = samples[..., :4, :4].abs().mean()  # the phantoms lie inside the unit disc
+    centre = samples[..., 20:28, 20:28].mean()
+    assert corners < 0.05 and centre > 0.3
