@@ -225,17 +225,14 @@ def run(args: argparse.Namespace) -> int:
     baseline_seconds = time.perf_counter() - start
     projection = solvers.autoencoder_projection(problem, prior, config.size,
                                                 phantoms["edge_width"])
-    line = "{problem} #{index}: prior SNR {snr:.2f} dB, SI-SNR {si_snr:.2f} dB; {name} SNR " \
-        "{base_snr:.2f} dB, SI-SNR {base_si_snr:.2f} dB ({seconds:.0f} s)"
     solved = {}
     for k, outcome in _solve_images(problem, prior, config, args):
         solved[k] = outcome
         scores = solvers.metrics(problem.truth[k : k + 1], outcome["estimate"])
         base = solvers.metrics(problem.truth[k : k + 1], baseline[k : k + 1])
-        print(line.format(problem=args.problem, index=indices[k], snr=scores["snr"][0],
-                          si_snr=scores["si_snr"][0], name=baseline_name,
-                          base_snr=base["snr"][0], base_si_snr=base["si_snr"][0],
-                          seconds=outcome["seconds"]), flush=True)
+        print(f"{args.problem} #{indices[k]}: prior SNR {scores['snr'][0]:.2f} dB, "
+              f"SI-SNR {scores['si_snr'][0]:.2f} dB; {baseline_name} SNR {base['snr'][0]:.2f}"
+              f" dB, SI-SNR {base['si_snr'][0]:.2f} dB ({outcome['seconds']:.0f} s)", flush=True)
     ordered = [solved[k] for k in range(len(indices))]
     estimates = [outcome["estimate"] for outcome in ordered]
     seconds = [outcome["seconds"] for outcome in ordered]
