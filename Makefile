@@ -30,7 +30,7 @@ demo: setup
 
 # The core op alone: patch sampling on a bundled photograph with every available backend.
 demo-op: setup
-	$(PY) -m funknn_fast.demo
+	$(PY) -m funknn_fast.cli.demo_op
 
 # Regenerates every benchmark table and BENCHMARKS.md (slow: see benchmarks/run_all.py --help).
 bench: setup

@@ -54,7 +54,7 @@ MACHINE = "2-core AMD EPYC (Zen 2) CPU"
 def make_workload(batch: int, queries: int, size: int, seed: int = 0):
     import torch
 
-    from funknn_fast.model import FunkNN
+    from funknn_fast.models.funknn import FunkNN
 
     torch.manual_seed(seed)
     model = FunkNN(channels=3, variant="cnn", activation="relu").eval()

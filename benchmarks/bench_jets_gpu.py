@@ -54,7 +54,7 @@ def parse_args(argv=None):
 
 def unavailable_reason(method: str, device, dtype) -> str | None:
     """Why ``method`` cannot run jets on this device and dtype (None when it can)."""
-    from funknn_fast.jets import has_cuda_jets_kernels
+    from funknn_fast.ops.jets import has_cuda_jets_kernels
 
     if method == "torch":
         return None
@@ -66,7 +66,7 @@ def unavailable_reason(method: str, device, dtype) -> str | None:
 
 def jets_fn(method: str, padding: str = "reflection"):
     """(image, coords, step, p, derivatives) -> (K, B, Q, C, p, p) for a method name."""
-    from funknn_fast.jets import patch_sample_jets
+    from funknn_fast.ops.jets import patch_sample_jets
 
     def run(image, coords, step, p, derivatives):
         return patch_sample_jets(image, coords, step, p, padding, derivatives, backend=method)
@@ -88,7 +88,7 @@ def validate(device, log) -> list[str]:
     """GPU backends vs the float64 reference; returns the failures (empty when all pass)."""
     import torch
 
-    from funknn_fast.jets import patch_sample_jets_reference
+    from funknn_fast.ops.jets import patch_sample_jets_reference
 
     failures = []
 
@@ -223,7 +223,7 @@ def sweep_forward(args, device, timer, log) -> list[tuple[str, float]]:
 
 def errors_vs_float64(args, device, dtype) -> dict:
     """Scaled max error of each method's Hessian jets in ``dtype`` against float64."""
-    from funknn_fast.jets import patch_sample_jets_reference
+    from funknn_fast.ops.jets import patch_sample_jets_reference
 
     image, coords, step = common.error_workload(args, device)
     p = args.patch
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
     device, log = started
     import torch
 
-    from funknn_fast.jets import has_cuda_jets_kernels
+    from funknn_fast.ops.jets import has_cuda_jets_kernels
 
     log(f"CUDA jets kernels in the extension: {has_cuda_jets_kernels()}")
     failures = common.run_validation(validate, args, device, log)

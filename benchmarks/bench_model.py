@@ -7,7 +7,7 @@ Both render the same random queries of a random 64 x 64 RGB image with the same 
     ``nn.Linear`` modules (``FunkNN.patch_network``, NCHW) and the centre sample (the public
     code's pipeline);
   * fused: ``FunkNN.forward`` = ``patch_sample`` (C++ Keys-cubic kernels) + the fused
-    channels-last GEMM network (``funknn_fast.fused_cnn``).
+    channels-last GEMM network (``funknn_fast.models.fused_cnn``).
 The two differ only in the interpolation kernel (grid_sample's bicubic is a = -0.75, FunkNN's
 Keys a = -0.5); the network outputs on identical patches are checked equal first.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from funknn_fast.model import FunkNN
+from funknn_fast.models.funknn import FunkNN
 
 warnings.filterwarnings("ignore", message="Using padding='same'")
 MACHINE = "2-core AMD EPYC (Zen 2) CPU"
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     coords = torch.rand(1, args.queries, 2) * 2 - 1
     with torch.inference_mode():
         patches = torch.rand(64, 3, 9, 9)
-        from funknn_fast.fused_cnn import fused_cnn_patch_network
+        from funknn_fast.models.fused_cnn import fused_cnn_patch_network
 
         error = (fused_cnn_patch_network(model, patches) - model.patch_network(patches)).abs().max()
     rows = []

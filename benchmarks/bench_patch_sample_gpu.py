@@ -79,7 +79,7 @@ def validate(device, log) -> list[str]:
     """Backends vs the float64 reference; returns the failures (empty when all pass)."""
     import torch
 
-    from funknn_fast.reference import patch_sample_reference
+    from funknn_fast.ops.reference import patch_sample_reference
 
     failures = []
 
@@ -180,7 +180,7 @@ def time_modes(method, args, device, dtype, timer, log) -> dict:
 
 def errors_vs_float64(args, device, dtype) -> dict:
     """Max abs error of each method in ``dtype`` against float64, on a subset of the queries."""
-    from funknn_fast.reference import patch_sample_reference
+    from funknn_fast.ops.reference import patch_sample_reference
 
     sys.path.insert(0, str(HERE))
     from patch_sample_baselines import grid_sample_patches

@@ -6,8 +6,9 @@ Measures, in one run on this machine:
    evaluation path itself (matmuls and convolutions; the encoder of LIIF is amortised over the
    queries of an x4 output).
 2. PSNR (dB, RGB, whole crop, output clamped to [0, 1]) at x2, x3, x4, x6, x8 on the held-out
-   bundled photographs (``funknn_fast.data.TEST_PHOTOS``): a centre crop of ``--crop`` pixels
-   (a multiple of 24) is the ground truth, its low resolution is ``funknn_fast.data.downscale``
+   bundled photographs (``funknn_fast.superres.data.TEST_PHOTOS``): a centre crop of ``--crop``
+   pixels (a multiple of 24) is the ground truth, its low resolution is
+   ``funknn_fast.superres.data.downscale``
    (antialiased bilinear, the training degradation), every output pixel is queried at its
    centre. Only models with trained weights get a PSNR; the others are reported as not
    available (no numbers are made up for untrained models).
@@ -23,7 +24,7 @@ Measures, in one run on this machine:
    fresh subprocess per model over its inputs and model.
 
 Speed does not depend on the weights: untrained models are timed too. The PSNR protocol is that of
-``funknn_fast.evaluation`` (same crop, degradation and clamping). Writes
+``funknn_fast.superres.evaluation`` (same crop, degradation and clamping). Writes
 ``benchmarks/results/liif.md`` (all sections) and the plots ``docs/superres_psnr.png`` and
 ``docs/superres_throughput.png``.
 
@@ -52,19 +53,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from funknn_fast.checkpoint import DEFAULT_WEIGHTS, load_model
-from funknn_fast.data import TEST_PHOTOS, downscale, load_photos
-from funknn_fast.inference import DEFAULT_CHUNK, render
-from funknn_fast.liif import (
+from funknn_fast.models.checkpoint import DEFAULT_WEIGHTS, load_model
+from funknn_fast.models.funknn import FunkNN
+from funknn_fast.models.liif import (
     LIIF,
     LIIF_140K,
     LIIF_EDSR,
     cell_for_size,
     load_liif,
-    render_liif,
 )
-from funknn_fast.metrics import psnr
-from funknn_fast.model import FunkNN
+from funknn_fast.superres.data import TEST_PHOTOS, downscale, load_photos
+from funknn_fast.superres.inference import DEFAULT_CHUNK, render, render_liif
+from funknn_fast.superres.metrics import psnr
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -520,7 +520,8 @@ def speed_section(x4, sweep, mem, macs, chunk, funknn_chunk, side, mem_side, com
         section += [f"Peak memory of one {4 * mem_side} x {4 * mem_side} output (x4 from "
                     f"{mem_side} x {mem_side}), chunks of {chunk} for LIIF and "
                     f"{funknn_chunk} for FunkNN (FunkNN: "
-                    "`funknn_fast.inference.render`; LIIF: `render_liif`, projected): growth of "
+                    "`funknn_fast.superres.inference.render`; LIIF: `render_liif`, projected): "
+                    "growth of "
                     "the peak resident set of a fresh process per method over its model and "
                     "input (one run each; memory grows with the chunk size).", "",
                     "\n".join(rows), ""]

@@ -46,8 +46,8 @@ import time
 import torch
 
 from funknn_fast.derivatives import funknn_derivatives
-from funknn_fast.jets import patch_sample_jets
-from funknn_fast.model import FunkNN
+from funknn_fast.models.funknn import FunkNN
+from funknn_fast.ops.jets import patch_sample_jets
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "derivatives_gaussian.md"

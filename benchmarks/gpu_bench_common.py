@@ -133,7 +133,7 @@ class Log:
 
 
 def log_backends(log) -> None:
-    from funknn_fast.backends import backends
+    from funknn_fast.ops.backends import backends
 
     for name, status in backends().items():
         log(f"backend {name}: {'available' if status.available else 'unavailable'} "
@@ -142,7 +142,7 @@ def log_backends(log) -> None:
 
 def backend_unavailable(method: str, device) -> str | None:
     """Why funknn_fast backend ``method`` cannot run on ``device`` (None when it can)."""
-    from funknn_fast.backends import backends
+    from funknn_fast.ops.backends import backends
 
     status = backends()[method]
     if not status.available:

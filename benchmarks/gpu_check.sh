@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GPU check of patch_sample's GPU backends (issue 3), on one machine with a CUDA GPU (H100):
 #   1. builds the extension (C++ CPU + CUDA kernels) into the system Python, editable;
-#   2. runs the GPU tests (tests/test_patch_sample_gpu.py: Triton and CUDA against the float64
+#   2. runs the GPU tests (tests/ops/test_patch_sample_gpu.py: Triton and CUDA against the float64
 #      reference) with pytest, when pytest is installed;
 #   3. runs benchmarks/bench_patch_sample_gpu.py (its own validation when pytest is missing), which
 #      prints the table and writes benchmarks/results/patch_sample_gpu.md;
-#   4. the same for patch_sample_jets (issue 5): tests/test_patch_jets_gpu.py, then
+#   4. the same for patch_sample_jets (issue 5): tests/ops/test_patch_jets_gpu.py, then
 #      benchmarks/bench_jets_gpu.py (triton, cuda and the torch reference at 8 x 3 x 128 x 128,
 #      2^18 queries, p = 9), which writes benchmarks/results/jets_gpu.md.
 # Budget: 8 minutes in all (each step gets at most what is left); no internet needed.
@@ -87,7 +87,7 @@ if ((DRY_RUN == 0)); then
   fi
   step "extension has CUDA kernels" 60 "$PYTHON" -c "
 import funknn_fast
-from funknn_fast._extension import extension_error, has_cuda_kernels
+from funknn_fast.ops._extension import extension_error, has_cuda_kernels
 for name, status in funknn_fast.backends().items():
     print(f'{name:7s} {status.available!s:5s} {status.reason}')
 assert has_cuda_kernels(), f'no CUDA kernels in the extension ({extension_error()})'"
@@ -99,7 +99,7 @@ HAVE_PYTEST=0
 if "$PYTHON" -c "import pytest" 2>/dev/null; then HAVE_PYTEST=1; fi
 if ((HAVE_PYTEST == 1)); then
   step "GPU tests" 200 env FUNKNN_REQUIRE_GPU_BACKENDS=$((1 - DRY_RUN)) "$PYTHON" -m pytest -p no:cacheprovider \
-    tests/test_patch_sample_gpu.py -q -rs --durations=10
+    tests/ops/test_patch_sample_gpu.py -q -rs --durations=10
   BENCH_ARGS+=(--skip-validation)  # the tests validated the backends
   JETS_ARGS+=(--skip-validation)
 else
@@ -112,7 +112,7 @@ fi
 step "benchmark" 240 "$PYTHON" benchmarks/bench_patch_sample_gpu.py "${BENCH_ARGS[@]}"
 if ((HAVE_PYTEST == 1)); then
   step "jets GPU tests" 150 env FUNKNN_REQUIRE_GPU_BACKENDS=$((1 - DRY_RUN)) "$PYTHON" -m pytest \
-    -p no:cacheprovider tests/test_patch_jets_gpu.py -q -rs --durations=10
+    -p no:cacheprovider tests/ops/test_patch_jets_gpu.py -q -rs --durations=10
 fi
 step "jets benchmark" 120 "$PYTHON" benchmarks/bench_jets_gpu.py "${JETS_ARGS[@]}"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from funknn_fast.liif import LIIF, LIIF_140K, LIIF_EDSR
-from funknn_fast.model import FunkNN
+from funknn_fast.models.funknn import FunkNN
+from funknn_fast.models.liif import LIIF, LIIF_140K, LIIF_EDSR
 
 SIDE, QUERIES = 32, 16384
 

@@ -1,11 +1,47 @@
 """funknn_fast: fast FunkNN, continuous images from differentiable bicubic patch sampling.
 
-The core op is :func:`patch_sample` (see ``funknn_fast.patch_sample`` for shapes and the
-coordinate convention); :func:`backends` says which implementations this install can run.
+The package is layered; each layer imports only from the layers below it:
+
+* ``funknn_fast.ops``: the core op :func:`patch_sample` (shapes and the coordinate convention
+  are in ``funknn_fast.ops.patch_sample``), its patch jets, the backends and the compiled-op
+  glue (Triton kernels in ``funknn_fast.kernels``, C++/CUDA in ``funknn_fast._C``);
+* ``funknn_fast.models``: the FunkNN model, its fused CNN evaluation, LIIF, weight files;
+* tasks: ``funknn_fast.superres`` (data, training, rendering, evaluation),
+  ``funknn_fast.derivatives`` (exact spatial derivatives of the network) and
+  ``funknn_fast.prior`` (the continuous generative prior and its inverse problems);
+* ``funknn_fast.cli``: the ``funknn`` command line.
+
+The names users need are re-exported here (``__all__``); :class:`FunkNN`, :func:`load_model` and
+:func:`render` are imported on first use.
 """
 
-from funknn_fast.backends import BackendUnavailableError, backends
-from funknn_fast.patch_sample import patch_sample
+from funknn_fast.ops import BackendUnavailableError, backends, patch_sample, patch_sample_jets
 
-__all__ = ["BackendUnavailableError", "backends", "patch_sample"]
+__all__ = [
+    "BackendUnavailableError",
+    "FunkNN",
+    "backends",
+    "load_model",
+    "patch_sample",
+    "patch_sample_jets",
+    "render",
+]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "FunkNN": "funknn_fast.models.funknn",
+    "load_model": "funknn_fast.models.checkpoint",
+    "render": "funknn_fast.superres.inference",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'funknn_fast' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

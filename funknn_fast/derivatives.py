@@ -15,7 +15,7 @@ rendering of the continuous image (one output pixel is 2 / W in x and 2 / H in y
 d/dx_pixel = (2 / W) d/dx, d2/dx_pixel2 = (2 / W)^2 d2/dx2, and so on; the Laplacian is then
 (2 / W)^2 u_xx + (2 / H)^2 u_yy.
 
-Method (forward mode on patch jets). ``funknn_fast.jets.patch_sample_jets`` returns every patch
+Method (forward mode on patch jets). ``funknn_fast.ops.jets.patch_sample_jets`` returns every patch
 sample together with its derivatives in the query coordinate (the whole patch moves with the
 query). The per-patch network is then evaluated on these jets in forward mode, all components
 stacked along the batch dimension so that each layer is one large GEMM:
@@ -47,8 +47,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from funknn_fast.jets import JET_COMPONENTS, patch_sample_jets
-from funknn_fast.model import INPUT_SCALE, FunkNN, Sine
+from funknn_fast.models.funknn import INPUT_SCALE, FunkNN, Sine
+from funknn_fast.ops.jets import JET_COMPONENTS, patch_sample_jets
 
 ORDERS = ("gradient", "laplacian", "hessian")
 DEFAULT_CHUNK = 1024
@@ -302,7 +302,9 @@ def network_jets(model: FunkNN, jets: torch.Tensor) -> torch.Tensor:
 def _check_arguments(model: nn.Module, coords: torch.Tensor, image: torch.Tensor, order: str,
                      output_size: tuple[int, int] | None, chunk: int | None) -> None:
     if not isinstance(model, FunkNN):
-        raise TypeError(f"model must be a funknn_fast.model.FunkNN, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a funknn_fast.models.funknn.FunkNN, got {type(model).__name__}"
+        )
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if not isinstance(coords, torch.Tensor) or coords.dim() != 3 or coords.shape[-1] != 2:
@@ -352,7 +354,7 @@ def funknn_derivatives(
             output pixel of an H x W rendering (see module docstring).
         chunk: queries per network evaluation (bounds memory); None evaluates all at once.
         backend: patch-jets backend ("auto", "torch", "cpu", "triton", "cuda"; see
-            ``funknn_fast.jets``).
+            ``funknn_fast.ops.jets``).
 
     Returns:
         :class:`Derivatives`; differentiable w.r.t. the model parameters and the image.

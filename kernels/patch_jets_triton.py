@@ -1,6 +1,6 @@
 """Fused Triton kernels of ``patch_sample_jets``: a patch and its query-coordinate derivatives.
 
-Shapes and conventions are those of ``funknn_fast.jets`` (and ``csrc/patch_jets.cpp``, whose
+Shapes and conventions are those of ``funknn_fast.ops.jets`` (and ``csrc/patch_jets.cpp``, whose
 math these kernels follow): image (B, C, H, W), coords (B, Q, 2) = (x, y) in the ``grid_sample``
 convention with ``align_corners=False`` (px = ((x + 1) W - 1) / 2), step (2,) = (step_x, step_y)
 in input pixels; result (K, B, Q, C, p, p) with, for sample (i, j) at pixel position
@@ -43,10 +43,10 @@ import torch
 import triton
 import triton.language as tl
 
-from funknn_fast import op_autograd
 from funknn_fast.kernels import patch_sample_triton as pst
 from funknn_fast.kernels.patch_sample_triton import MAX_POSITION, _axis_taps, _scatter_row
-from funknn_fast.padding import PADDING_CODES
+from funknn_fast.ops import op_autograd
+from funknn_fast.ops.padding import PADDING_CODES
 
 JET_COUNTS = (3, 4, 6)  # components K of modes 0 (gradient), 1 (Laplacian), 2 (Hessian)
 _MODE_NAMES = {"gradient": 0, "laplacian": 1, "hessian": 2}

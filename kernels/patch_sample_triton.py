@@ -39,8 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
-from funknn_fast import op_autograd
-from funknn_fast.padding import PADDING_CODES
+from funknn_fast.ops import op_autograd
+from funknn_fast.ops.padding import PADDING_CODES
 
 MAX_POSITION: tl.constexpr = tl.constexpr(1099511627776.0)  # 2^40 pixels, as the C++ kernels
 

@@ -12,7 +12,7 @@ import torch
 
 from funknn_fast import backends
 from funknn_fast.derivatives import funknn_derivatives, network_jets
-from funknn_fast.model import FunkNN
+from funknn_fast.models.funknn import FunkNN
 
 BACKENDS = ["torch"] + (["cpu"] if backends()["cpu"].available else [])
 
@@ -186,9 +186,9 @@ def test_cli_derivatives_writes_maps(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from funknn_fast.checkpoint import save_model
     from funknn_fast.cli import main
-    from funknn_fast.commands.derivatives import derivative_maps
+    from funknn_fast.cli.derivatives import derivative_maps
+    from funknn_fast.models.checkpoint import save_model
 
     torch.manual_seed(14)
     model = FunkNN(channels=3, variant="mlp", patch_size=5)

@@ -1,7 +1,7 @@
 """The continuous generative prior ``z -> FunkNN(x, G(z))`` and its files.
 
 ``ContinuousPrior`` bundles the auto-encoder (:mod:`.autoencoder`), the latent flow
-(:mod:`.flow`) and a FunkNN model (``funknn_fast.model.FunkNN``):
+(:mod:`.flow`) and a FunkNN model (``funknn_fast.models.funknn.FunkNN``):
 
 * :meth:`ContinuousPrior.generate` ``z (B, L) -> low-res images (B, C, d, d)``:
   ``decoder(flow.from_base(z))`` with ``z ~ N(0, I)`` for samples;
@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from funknn_fast.model import FunkNN
+from funknn_fast.models.funknn import FunkNN
 from funknn_fast.prior.autoencoder import AutoEncoder
 from funknn_fast.prior.flow import LatentFlow
 from funknn_fast.prior.phantoms import pixel_centers

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from funknn_fast.model import FunkNN
+from funknn_fast.models.funknn import FunkNN
 from funknn_fast.prior.fbp import fbp
 from funknn_fast.prior.generator import ContinuousPrior
 from funknn_fast.prior.metrics import shift_invariant_snr, snr

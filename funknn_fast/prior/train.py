@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from funknn_fast.model import FunkNN
+from funknn_fast.models.funknn import FunkNN
 from funknn_fast.prior.autoencoder import AutoEncoder, reconstruction_loss
 from funknn_fast.prior.flow import LatentFlow
 from funknn_fast.prior.generator import load_parts, read_info, save_parts

@@ -1,1 +1,0 @@
-"""Subcommands of the ``funknn`` command line, one module each."""

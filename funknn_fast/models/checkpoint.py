@@ -1,0 +1,130 @@
+"""Saving and loading FunkNN weights without pickle: ``<stem>.safetensors`` + ``<stem>.json``.
+
+The JSON file holds ``{"format": "funknn_fast.funknn", "format_version": 2, "model":
+FunkNN.config(), ...}`` plus any extra metadata (training command, steps, ...); the safetensors
+file holds the state dict. :func:`load_model` rebuilds the model from the JSON and checks the
+format version and every tensor's name and shape.
+
+Format versions: 1 (no ``format_version`` field) fed the raw patch to the per-patch network;
+2 feeds ``INPUT_SCALE * (patch - centre sample)`` (``funknn_fast.models.funknn``). Version-1
+weights have the same tensor names and shapes but compute a different function, so they are refused
+instead of
+loading silently.
+The shipped weights live in ``funknn_fast/weights/`` (:data:`DEFAULT_WEIGHTS`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from funknn_fast.models.funknn import FunkNN
+
+FORMAT = "funknn_fast.funknn"
+FORMAT_VERSION = 2
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "funknn_cnn_continuous.safetensors"
+
+
+class WeightsError(ValueError):
+    """Weights files are missing, unreadable or do not match their config."""
+
+
+def weight_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(safetensors, json) paths for ``path`` given with or without a suffix."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path,
+                        metadata: dict[str, str] | None = None) -> None:
+    """``safetensors`` file (world-readable, like any installed data file) written through a
+    temporary file and ``os.replace``; ``metadata`` goes to the file's string header."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata=metadata)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_model(model: FunkNN, path: str | os.PathLike, metadata: dict[str, Any] | None = None
+               ) -> tuple[Path, Path]:
+    """Writes ``path``.safetensors and ``path``.json; returns both paths."""
+    tensor_path, json_path = weight_paths(path)
+    tensor_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(dict(model.state_dict()), tensor_path)
+    info = {"format": FORMAT, "model": model.config(), **(metadata or {}),
+            "format_version": FORMAT_VERSION}
+    atomic_write_text(json_path, json.dumps(info, indent=2) + "\n")
+    return tensor_path, json_path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata of a weights file pair."""
+    _, json_path = weight_paths(path)
+    if not json_path.is_file():
+        raise WeightsError(f"weights config not found: {json_path}")
+    try:
+        info = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightsError(f"weights config {json_path} is not valid JSON: {error}") from error
+    if not isinstance(info, dict) or info.get("format") != FORMAT or "model" not in info:
+        raise WeightsError(f"{json_path} is not a funknn_fast weights config (format {FORMAT})")
+    version = info.get("format_version", 1)
+    if version != FORMAT_VERSION:
+        raise WeightsError(
+            f"{json_path} has format_version {version!r}; this funknn_fast reads version "
+            f"{FORMAT_VERSION} (version 1 fed raw patches to the network, see "
+            "funknn_fast.models.checkpoint): retrain or re-export these weights"
+        )
+    return info
+
+
+def load_model(path: str | os.PathLike = DEFAULT_WEIGHTS, **overrides: Any) -> FunkNN:
+    """Rebuilds a FunkNN from ``path`` (.safetensors + .json); ``overrides`` go to FunkNN()."""
+    tensor_path, json_path = weight_paths(path)
+    info = read_metadata(path)
+    try:
+        model = FunkNN(**{**info["model"], **overrides})
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"bad model config in {json_path}: {error}") from error
+    if not tensor_path.is_file():
+        raise WeightsError(f"weights file not found: {tensor_path}")
+    try:
+        tensors = load_file(str(tensor_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(f"weights file {tensor_path} is corrupt: {error}") from error
+    expected = model.state_dict()
+    if set(tensors) != set(expected):
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        raise WeightsError(f"{tensor_path} does not match its config: missing {missing}, "
+                           f"unexpected {extra}")
+    for name, value in tensors.items():
+        if value.shape != expected[name].shape:
+            raise WeightsError(f"{tensor_path}: {name} has shape {tuple(value.shape)}, "
+                               f"expected {tuple(expected[name].shape)}")
+    model.load_state_dict(tensors)
+    return model.eval()

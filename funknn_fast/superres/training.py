@@ -1,0 +1,261 @@
+"""Training FunkNN for super-resolution: modes "single", "continuous", "factor" (see data.py).
+
+One step: every process draws ``batch_size`` random crops (``CropSampler``) with ``queries``
+random target pixels each, the model predicts those pixels from the low-resolution crops, and the
+L1 loss is minimised by Adam. The learning rate follows a linear warm-up over ``warmup`` steps
+then a cosine decay from ``lr`` to ``lr_min`` at ``steps``. The random draws of step t on process
+r come from a generator seeded with (seed, r, t), so a run is reproducible and a resumed run
+continues exactly where the checkpoint left it.
+
+Outputs in ``out_dir``: ``model.safetensors`` + ``model.json`` (the weights, loadable with
+``funknn_fast.models.checkpoint.load_model``), ``checkpoint.safetensors`` +
+``checkpoint.json`` (weights, Adam state and step, for ``resume``), ``log.jsonl`` (loss per logged
+step). No pickle anywhere.
+
+Data parallel: run under ``torchrun --nproc-per-node N``; processes join a process group (gloo on
+CPU, nccl on CUDA), the model is wrapped in DistributedDataParallel (gradients averaged), each
+process draws its own crops (effective batch N * batch_size), rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from funknn_fast.models.checkpoint import (
+    atomic_save_tensors,
+    atomic_write_text,
+    save_model,
+)
+from funknn_fast.models.funknn import FunkNN
+from funknn_fast.superres.data import (
+    MODES,
+    TRAIN_PHOTOS,
+    CropSampler,
+    Sample,
+    load_folder,
+    load_photos,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in the JSON files)."""
+
+    mode: str = "continuous"
+    variant: str = "cnn"
+    activation: str = "relu"
+    data: str = "bundled"  # "bundled" (TRAIN_PHOTOS) or a folder of PNG/JPEG images
+    crop_size: int = 96
+    batch_size: int = 64  # crops per step and process
+    queries: int = 16  # target pixels per crop (many small crops: less correlated gradients)
+    min_scale: float = 2.0
+    max_scale: float = 4.0
+    steps: int = 1000
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    warmup: int = 50
+    loss: str = "l1"  # "l1" (the paper's code) or "l2"
+    fused: bool = False  # train through funknn_fast.models.fused_cnn (measured slower for backward)
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("crop_size", "batch_size", "queries", "steps", "checkpoint_every",
+                     "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.loss not in ("l1", "l2"):
+            raise ValueError(f"loss must be 'l1' or 'l2', got {self.loss!r}")
+        if not self.lr > 0 or self.lr_min < 0:
+            raise ValueError(f"need lr > 0 and lr_min >= 0, got {self.lr}, {self.lr_min}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Learning rate of step ``step`` (0-based): linear warm-up, then cosine to lr_min."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    span = max(1, config.steps - config.warmup)
+    progress = min(1.0, (step - config.warmup) / span)
+    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+class BatchLoss(nn.Module):
+    """L1 loss of a FunkNN on a list of samples (the module DDP wraps)."""
+
+    def __init__(self, model: FunkNN, loss: str = "l1") -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, samples: list[Sample]) -> torch.Tensor:
+        p = self.model.patch_size
+        patches = torch.cat([self.model.sample_patches(s.coords, s.low)[0] for s in samples])
+        targets = torch.cat([s.targets[0] for s in samples])
+        prediction = self.model.network(patches) + patches[:, :, p // 2, p // 2]
+        if self.loss == "l2":
+            return F.mse_loss(prediction, targets)
+        return F.l1_loss(prediction, targets)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if world > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _load_images(config: TrainConfig) -> list[torch.Tensor]:
+    if config.data == "bundled":
+        return load_photos(TRAIN_PHOTOS)
+    return load_folder(config.data)
+
+
+def _step_generator(config: TrainConfig, rank: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(
+        (config.seed * 1_000_003 + rank * 10_007 + step) % (2**63)
+    )
+
+
+def _optimizer_tensors(optimizer: torch.optim.Adam, model: nn.Module) -> dict[str, torch.Tensor]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                tensors[f"adam.{names[id(param)]}.{key}"] = torch.as_tensor(value).reshape(-1)
+    return tensors
+
+
+def _load_optimizer_tensors(optimizer: torch.optim.Adam, model: nn.Module,
+                            tensors: dict[str, torch.Tensor]) -> None:
+    for name, param in model.named_parameters():
+        state = {}
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            value = tensors.get(f"adam.{name}.{key}")
+            if value is None:
+                break
+            state[key] = value.reshape(()) if key == "step" else value.view_as(param).to(param)
+        if len(state) == 3:
+            optimizer.state[param] = state
+
+
+def save_checkpoint(out_dir: Path, model: FunkNN, optimizer: torch.optim.Adam,
+                    config: TrainConfig, step: int, extra: dict[str, Any]) -> None:
+    """Writes checkpoint.safetensors/json (resumable) and model.safetensors/json (weights)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update(_optimizer_tensors(optimizer, model))
+    atomic_save_tensors(tensors, out_dir / "checkpoint.safetensors")
+    info = {"step": step, "train": asdict(config), "model": model.config(), **extra}
+    atomic_write_text(out_dir / "checkpoint.json", json.dumps(info, indent=2) + "\n")
+    save_model(model, out_dir / "model", {"step": step, "train": asdict(config), **extra})
+
+
+def load_checkpoint(out_dir: Path, model: FunkNN, optimizer: torch.optim.Adam) -> int:
+    """Restores model and Adam state from ``out_dir``; returns the next step."""
+    from safetensors.torch import load_file
+
+    info = json.loads((out_dir / "checkpoint.json").read_text())
+    tensors = load_file(str(out_dir / "checkpoint.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    _load_optimizer_tensors(optimizer, model, tensors)
+    return int(info["step"])
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> FunkNN:
+    """Trains a FunkNN per ``config``; writes ``out_dir`` (see module docstring)."""
+    rank, world = _distributed()
+    device = _device()
+    out_dir = Path(out_dir)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    images = _load_images(config)
+    sampler = CropSampler(images, config.crop_size, config.mode, config.queries,
+                          config.min_scale, config.max_scale)
+    model = FunkNN(3, config.variant, config.activation, fused=config.fused).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start, previous_seconds = 0, 0.0
+    if resume and (out_dir / "checkpoint.json").is_file():
+        start = load_checkpoint(out_dir, model, optimizer)
+        info = json.loads((out_dir / "checkpoint.json").read_text())
+        previous_seconds = float(info.get("train_seconds", 0.0))
+    loss_module: nn.Module = BatchLoss(model, config.loss)
+    if world > 1:
+        loss_module = nn.parallel.DistributedDataParallel(loss_module)
+    extra = {"world_size": world, **(extra or {})}
+    log_path = out_dir / "log.jsonl"
+    steps = range(start, config.steps)
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.steps, initial=start, desc=f"train {config.mode}", unit="step")
+    began = time.perf_counter() - previous_seconds
+    running = None
+    model.train()
+    for step in steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        generator = _step_generator(config, rank, step)
+        samples = [sampler.sample(generator) for _ in range(config.batch_size)]
+        samples = [Sample(s.low.to(device), s.coords.to(device), s.targets.to(device))
+                   for s in samples]
+        loss = loss_module(samples)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        done = step + 1
+        if rank == 0:
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.4f}", lr=f"{learning_rate(config, step):.1e}")
+            if done % config.log_every == 0 or done == config.steps:
+                record = {"step": done, "loss": value, "loss_ema": running,
+                          "seconds": time.perf_counter() - began}
+                with open(log_path, "a") as log:
+                    log.write(json.dumps(record) + "\n")
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                save_checkpoint(out_dir, model, optimizer, config, done,
+                                {**extra, "train_seconds": time.perf_counter() - began})
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        dist.barrier()
+    return model.eval()

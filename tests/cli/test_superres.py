@@ -1,0 +1,122 @@
+"""`funknn superres`, `funknn eval`, `funknn train` through the CLI, errors included."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from funknn_fast.cli import main
+from funknn_fast.models.checkpoint import load_model, save_model
+from funknn_fast.models.funknn import FunkNN
+from funknn_fast.superres.data import load_image
+
+
+@pytest.fixture()
+def weights(tmp_path):
+    torch.manual_seed(0)
+    model = FunkNN(3, "cnn")
+    save_model(model, tmp_path / "w", {"train": {"mode": "continuous"}})
+    return tmp_path / "w.safetensors"
+
+
+@pytest.fixture()
+def photo(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_superres_scale_and_size(tmp_path, weights, photo, capsys):
+    out = tmp_path / "big.png"
+    assert main(["superres", str(photo), "-o", str(out), "--scale", "2.5",
+                 "--weights", str(weights)]) == 0
+    image = load_image(out)
+    assert image.shape == (3, 15, 20)
+    assert main(["superres", str(photo), "-o", str(out), "--size", "5x3",
+                 "--weights", str(weights)]) == 0
+    assert load_image(out).shape == (3, 3, 5)
+    assert not list(tmp_path.glob(".*tmp"))
+    # the output is the model's rendering
+    from funknn_fast.superres.inference import render
+
+    expected = render(load_model(weights), load_image(photo), size=(3, 5)).clamp(0, 1)
+    assert (load_image(out) - expected).abs().max() <= 1 / 255 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.png", "--scale", "2"], "image file not found"),
+        (["{photo}", "--scale", "0"], "scale"),
+        (["{photo}", "--scale", "-2"], "scale"),
+        (["{photo}", "--size", "10"], "WIDTHxHEIGHT"),
+        (["{photo}", "--size", "0x5"], "at least 1x1"),
+        (["{photo}"], "--scale S or --size"),
+        (["{bad}", "--scale", "2"], "cannot read image"),
+    ],
+)
+def test_superres_user_errors(tmp_path, weights, photo, capsys, args, message):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    args = [a.format(photo=photo, bad=bad) for a in args]
+    out = tmp_path / "o.png"
+    assert main(["superres", *args, "-o", str(out), "--weights", str(weights)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_superres_weight_errors(tmp_path, weights, photo, capsys):
+    out = str(tmp_path / "o.png")
+    assert main(["superres", str(photo), "-o", out, "--scale", "2",
+                 "--weights", str(tmp_path / "nothing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 40)
+    (tmp_path / "corrupt.json").write_text(weights.with_suffix(".json").read_text())
+    assert main(["superres", str(photo), "-o", out, "--scale", "2",
+                 "--weights", str(corrupt)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    (tmp_path / "corrupt.json").write_text("{not json")
+    assert main(["superres", str(photo), "-o", out, "--scale", "2",
+                 "--weights", str(corrupt)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    mlp = tmp_path / "mlp"
+    save_model(FunkNN(3, "mlp"), mlp)
+    info = json.loads((tmp_path / "mlp.json").read_text())
+    info["model"]["variant"] = "cnn"
+    (tmp_path / "mlp.json").write_text(json.dumps(info))
+    assert main(["superres", str(photo), "-o", out, "--scale", "2",
+                 "--weights", str(mlp)]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert main(["superres", str(photo), "-o", str(tmp_path / "o.gif"), "--scale", "2",
+                 "--weights", str(weights)]) == 2
+    assert main(["superres", str(photo), "-o", str(tmp_path / "no" / "o.png"), "--scale", "2",
+                 "--weights", str(weights)]) == 2
+
+
+def test_demo_writes_pngs_and_figure(tmp_path, weights, capsys):
+    out = tmp_path / "demo"
+    assert main(["superres", "--demo", "-o", str(out), "--weights", str(weights),
+                 "--demo-crop", "28"]) == 0
+    text = capsys.readouterr().out
+    assert "x3.5" in text and "x4" in text and "PSNR" in text
+    names = {p.name for p in out.iterdir()}
+    assert {"superres_demo.png", "astronaut_truth.png", "astronaut_x3.5_funknn.png",
+            "astronaut_x4_bicubic.png", "astronaut_x4_input.png"} <= names
+    assert load_image(out / "astronaut_x3.5_input.png").shape == (3, 8, 8)
+
+
+def test_eval_writes_table_and_figure(tmp_path, weights, capsys):
+    results = tmp_path / "quality.md"
+    figure = tmp_path / "side.png"
+    assert main(["eval", "--weights", str(weights), "--images", "coffee", "--scales", "2",
+                 "--recursive-scales", "4", "--crop", "16", "--results", str(results),
+                 "--figure", str(figure)]) == 0
+    text = results.read_text()
+    assert "| x2 | bicubic |" in text and "| x4 | funknn |" in text
+    assert figure.stat().st_size > 0
+    assert main(["eval", "--weights", str(weights), "--recursive-scales", "3"]) == 2
+    assert "powers of 2" in capsys.readouterr().err

@@ -1,0 +1,205 @@
+"""Inverse-problem solvers on tiny problems: observations, baselines, gradients, loss decrease."""
+
+import math
+
+import pytest
+import torch
+
+from funknn_fast.models.funknn import FunkNN
+from funknn_fast.prior import solvers
+from funknn_fast.prior.autoencoder import AutoEncoder
+from funknn_fast.prior.flow import LatentFlow
+from funknn_fast.prior.generator import ContinuousPrior
+from funknn_fast.prior.metrics import snr
+from funknn_fast.prior.phantoms import phantom_parameters
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+EDGE = 0.15
+
+
+def tiny_prior() -> ContinuousPrior:
+    torch.manual_seed(0)
+    return ContinuousPrior(AutoEncoder(16, (4, 4), 4), LatentFlow(4, 1, (8,)),
+                           FunkNN(channels=1, variant="mlp")).eval()
+
+
+def test_observations():
+    config = solvers.SolveConfig(size=16, angles=12, sparse_fraction=0.25)
+    params = phantom_parameters([0, 1], "test")
+    dense = solvers.make_problem("derivatives", params, config, EDGE)
+    assert dense.gradients.shape == (2, 256, 2) and dense.mask.all()
+    torch.testing.assert_close(dense.gradients,
+                               solvers.phantom_gradients(params, dense.coords, EDGE))
+    sparse = solvers.make_problem("sparse-derivatives", params, config, EDGE)
+    assert sparse.mask.sum(1).tolist() == [64, 64]
+    kept = sparse.gradients.norm(dim=-1)
+    assert (kept[sparse.mask].reshape(2, -1).min(1).values
+            >= kept.masked_fill(sparse.mask, -1).max(1).values).all()
+    ct = solvers.make_problem("ct", params, config, EDGE)
+    assert ct.sinogram.shape == (2, 1, 12, math.ceil(16 * math.sqrt(2)))
+    torch.testing.assert_close(ct.angles[[0, -1]], torch.tensor([-70.0, 70.0]).deg2rad())
+    noise_snr = snr(ct.extra["clean_sinogram"], ct.sinogram)
+    assert ((noise_snr > 28.5) & (noise_snr < 31.5)).all(), noise_snr
+    with pytest.raises(ValueError, match="problem"):
+        solvers.make_problem("mri", params, config, EDGE)
+
+
+def test_baselines_recover_the_phantoms_reasonably():
+    config = solvers.SolveConfig(size=24, angles=60)
+    params = phantom_parameters([2], "test")
+    dense = solvers.make_problem("derivatives", params, config, EDGE)
+    assert solvers.metrics(dense.truth, solvers.baseline(dense))["si_snr"][0] > 15
+    ct = solvers.make_problem("ct", params, config, EDGE)
+    assert solvers.baseline(ct).shape == (1, 1, 24, 24)
+
+
+def test_forward_mode_gradient_matches_autograd():
+    torch.manual_seed(1)
+    model = FunkNN(channels=1, variant="mlp").double()
+    image = torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    coords = torch.rand(1, 20, 2, dtype=torch.float64) * 1.6 - 0.8
+
+    class Wrapped(torch.nn.Module):
+        def forward(self, c, i):
+            return model(c, i)
+
+    torch.testing.assert_close(solvers.spatial_gradient(model, coords, image),
+                               solvers.spatial_gradient(Wrapped(), coords, image))
+
+
+def test_total_variation():
+    image = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    assert solvers.total_variation(image).item() == pytest.approx((1 + 2) / 2 + (2 + 3) / 2)
+
+
+@pytest.mark.parametrize("kind", solvers.PROBLEMS)
+def test_solve_reduces_the_loss(kind):
+    prior = tiny_prior()
+    config = solvers.SolveConfig(size=12, z_steps=6, z_lr=0.1, finetune_steps=4,
+                                 finetune_lr=1e-3, queries=64, angles=8)
+    problem = solvers.make_problem(kind, phantom_parameters([3], "test"), config, EDGE)
+    calls = []
+    result = solvers.solve(problem, prior, config, lambda *a: calls.append(a))
+    losses = result["losses"]
+    assert len(losses["z"]) == 6 and len(losses["finetune"]) == 4 and len(calls) == 10
+    assert losses["finetune"][-1] < losses["z"][0]
+    assert result["estimate"].shape == (1, 1, 12, 12)
+    with pytest.raises(ValueError, match="single-image"):
+        solvers.solve(solvers.make_problem(kind, phantom_parameters([0, 1]), config, EDGE),
+                      prior, config)
+
+
+class SmoothInterpolant(torch.nn.Module):
+    """A stand-in for a trained FunkNN: Gaussian-weighted average of the pixels (any order
+    differentiable), ``(coords (B, Q, 2), images (B, C, d, d)) -> (B, Q, C)``."""
+
+    channels = 1
+
+    def forward(self, coords, images):
+        d = images.shape[-1]
+        axis = (2.0 * torch.arange(d, dtype=coords.dtype) + 1.0) / d - 1.0
+        dx = coords[..., 0, None] - axis  # (B, Q, d) columns
+        dy = coords[..., 1, None] - axis  # rows
+        width = 1.2 / d  # 0.6 pixel
+        wx, wy = torch.exp(-0.5 * (dx / width) ** 2), torch.exp(-0.5 * (dy / width) ** 2)
+        weights = wy[..., :, None] * wx[..., None, :]  # (B, Q, d, d)
+        values = (weights[:, :, None] * images[:, None]).sum((-2, -1))
+        return values / weights.sum((-2, -1))[..., None]
+
+
+def test_warm_start_loss_and_target():
+    torch.manual_seed(2)
+    target = torch.randn(1, 1, 6, 6)
+    target = target - target.mean()
+    images = torch.randn(1, 1, 6, 6)
+    loss = solvers.warm_start_loss(images, target)
+    # Only the constant is free: adding one changes nothing, the target itself fits exactly.
+    assert solvers.warm_start_loss(images + 3.0, target).item() == pytest.approx(loss.item())
+    assert solvers.warm_start_loss(target + 0.7, target).item() < 1e-12
+    assert loss.item() > 0.5
+    config = solvers.SolveConfig(size=16)
+    problem = solvers.make_problem("derivatives", phantom_parameters([5], "test"), config, EDGE)
+    pooled = solvers.warm_start_target(problem, 8)
+    expected = torch.nn.functional.avg_pool2d(solvers.baseline(problem), 2)
+    torch.testing.assert_close(pooled, expected - expected.mean())
+
+
+@pytest.mark.parametrize("kind", ["derivatives", "sparse-derivatives"])
+def test_warm_start_lowers_the_data_loss_below_the_zero_start(kind):
+    torch.manual_seed(0)
+    prior = ContinuousPrior(AutoEncoder(8, (4,), 4), LatentFlow(4, 1, (8,)), SmoothInterpolant())
+    size = 16
+    params = phantom_parameters([5], "test")
+    problem = solvers.make_problem(kind, params, solvers.SolveConfig(size=size), EDGE)
+    every = solvers.SolveConfig(size=size, queries=None)
+
+    def final_loss(**stages):
+        config = solvers.SolveConfig(size=size, queries=None, z_steps=0, finetune_steps=0,
+                                     **stages)
+        result = solvers.solve(problem, prior, config)
+        loss = solvers.data_loss(problem, prior, result["low_res"], every, torch.Generator())
+        return loss.item(), result
+
+    zero, _ = final_loss()
+    warm, result = final_loss(init_steps=30, init_finetune_steps=150, init_finetune_lr=3e-3)
+    assert len(result["losses"]["init"]) == 30 and len(result["losses"]["init_finetune"]) == 150
+    for phase in ("init", "init_finetune"):
+        assert result["losses"][phase][-1] < result["losses"][phase][0]
+    # The true low-resolution phantom bounds what this field can do; the warm start gets there.
+    truth = solvers.rasterize(params, 8, EDGE, supersample=2)
+    floor = solvers.data_loss(problem, prior, truth, every, torch.Generator()).item()
+    assert warm < 0.75 * zero and warm < 1.1 * floor, (warm, zero, floor)
+    assert solvers.metrics(truth, result["low_res"])["si_snr"][0] > 10
+
+
+def test_problem_defaults_and_stage_order():
+    dense = solvers.default_config("derivatives", z_steps=3)
+    assert dense.init_steps > 0 and dense.init_finetune_steps > 0 and dense.z_steps == 3
+    assert solvers.default_config("sparse-derivatives").init_steps > 0
+    assert solvers.default_config("ct") == solvers.SolveConfig()
+    with pytest.raises(ValueError, match="problem"):
+        solvers.default_config("mri")
+    with pytest.raises(ValueError, match="init_finetune_lr"):
+        solvers.SolveConfig(init_finetune_lr=0.0)
+    prior = tiny_prior()
+    config = solvers.SolveConfig(size=12, init_steps=2, z_steps=3, init_finetune_steps=4,
+                                 finetune_steps=5, queries=32)
+    problem = solvers.make_problem("derivatives", phantom_parameters([5], "test"), config, EDGE)
+    calls = []
+    result = solvers.solve(problem, prior, config, lambda *a: calls.append(a[:2]))
+    phases = [phase for phase, step in calls]
+    assert phases == ["init"] * 2 + ["z"] * 3 + ["init_finetune"] * 4 + ["finetune"] * 5
+    assert len(calls) == config.total_steps
+    assert {k: len(v) for k, v in result["losses"].items()} == {
+        "init": 2, "z": 3, "init_finetune": 4, "finetune": 5}
+
+
+def test_ct_direct_integrates_funknn_along_the_rays():
+    prior = tiny_prior()
+    config = solvers.SolveConfig(size=12, angles=4, ct_direct=True)
+    problem = solvers.make_problem("ct", phantom_parameters([4], "test"), config, EDGE)
+    z = torch.zeros(1, 4, requires_grad=True)
+    loss = solvers.data_loss(problem, prior, prior.generate(z), config, torch.Generator())
+    (grad,) = torch.autograd.grad(loss, z)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    grid = solvers.data_loss(problem, prior, prior.generate(z),
+                             solvers.SolveConfig(size=12, angles=4), torch.Generator())
+    assert abs(loss.item() - grid.item()) < 0.2 * grid.item()
+
+
+def test_funknn_of_baseline_averages_to_the_generator_resolution():
+    prior = tiny_prior()  # generator resolution 16
+    low = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    blocky = low.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # 32^2, 2x2 blocks
+    rendered = solvers.funknn_of_baseline(blocky, prior, 20)
+    assert rendered.shape == (2, 1, 20, 20)
+    torch.testing.assert_close(rendered, prior.render(low, 20))
+    assert not torch.allclose(rendered, prior.render(blocky[..., :16, :16], 20))
