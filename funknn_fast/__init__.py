@@ -11,11 +11,9 @@ The package is layered; each layer imports only from the layers below it:
   ``funknn_fast.prior`` (the continuous generative prior and its inverse problems);
 * ``funknn_fast.cli``: the ``funknn`` command line.
 
-The names users need are re-exported here (``__all__``); :class:`FunkNN`, :func:`load_model` and
-:func:`render` are imported on first use.
+The names users need are re-exported here (``__all__``) and imported on first use, so that
+``import funknn_fast`` (and ``funknn --help``) does not import torch.
 """
-
-from funknn_fast.ops import BackendUnavailableError, backends, patch_sample, patch_sample_jets
 
 __all__ = [
     "BackendUnavailableError",
@@ -29,6 +27,10 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {
+    "BackendUnavailableError": "funknn_fast.ops",
+    "backends": "funknn_fast.ops",
+    "patch_sample": "funknn_fast.ops",
+    "patch_sample_jets": "funknn_fast.ops",
     "FunkNN": "funknn_fast.models.funknn",
     "load_model": "funknn_fast.models.checkpoint",
     "render": "funknn_fast.superres.inference",

@@ -1,8 +1,19 @@
-"""``funknn superres``: render an image at any scale or size with the shipped FunkNN weights.
+"""``funknn superres``: render images at any scale or size with the shipped FunkNN weights.
 
     funknn superres photo.png -o big.png --scale 3.5
     funknn superres photo.png -o wide.png --size 1920x1080     # W x H, any aspect ratio
+    funknn superres a.png b.jpg photos/ -o big/ --scale 2      # several inputs: -o is a folder
     funknn superres --demo -o out/                             # the README demo
+
+Images are read with their orientation (EXIF), bit depth and mode (``superres.image_io``) and
+rendered by ``superres.image_render`` (grey stays grey, alpha is carried, downscaling is
+antialiased); a 16-bit grey PNG is written back with 16 bits. With one INPUT file and an OUTPUT
+with a suffix (.png, .jpg or .jpeg), OUTPUT is that file; otherwise (several inputs, or a
+folder, whose image files are all taken) OUTPUT is a folder, created if missing, and each
+image keeps its name (``.png`` for formats Pillow cannot write here). Outputs are checked
+before any work: writable folder, no two inputs with the same output, never an INPUT
+overwritten unless ``--if-exists overwrite`` is given explicitly; ``--if-exists skip`` leaves
+existing outputs.
 
 The demo takes a 224 x 224 crop of the held-out ``astronaut`` photograph as ground truth,
 downscales it (antialiased bilinear, ``data.downscale``) by 3.5 and by 4, renders both back to
@@ -19,34 +30,48 @@ import re
 import time
 from pathlib import Path
 
-from funknn_fast.cli import CommandError
+from funknn_fast.cli import CommandError, common, plain
 
 MAX_OUTPUT_PIXELS = 1 << 28
 DEMO_PHOTO = "astronaut"
 DEMO_BOX = (0, 120, 224)  # top, left, side of the ground-truth crop (the face)
 DEMO_SCALES = (3.5, 4.0)
+READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+IF_EXISTS = ("overwrite", "skip", "error")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "superres", help="render an image larger (or smaller) with FunkNN",
-        description="Render INPUT at --scale S or --size WxH with a FunkNN model (default: the "
-                    "shipped weights); --demo runs the README demo on a bundled photograph.")
-    parser.add_argument("input", nargs="?", help="input image (PNG or JPEG)")
+        "superres", help="render images larger (or smaller) with FunkNN",
+        description=plain(__doc__.split("\n\nThe demo")[0]),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files or folders of images (PNG, JPEG, TIFF, ...)")
     parser.add_argument("-o", "--output", required=True,
-                        help="output image (.png/.jpg); with --demo an output folder")
+                        help="output image (.png/.jpg/.jpeg) for one input, else an output "
+                             "folder (also with --demo)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--scale", type=float, help="output / input size ratio (> 0)")
     group.add_argument("--size", help="output size WxH in pixels, e.g. 1024x768")
+    parser.add_argument("--if-exists", choices=IF_EXISTS, default=None,
+                        help="when an output exists: overwrite (default; needed explicitly to "
+                             "overwrite an input), skip it, or stop with an error")
+    parser.add_argument("--jpeg-quality", type=int, default=95,
+                        help="quality of JPEG outputs, 1-100 (default 95)")
     parser.add_argument("--demo", action="store_true", help="run the demo (x3.5 and x4)")
     parser.add_argument("--demo-crop", type=int, default=DEMO_BOX[2],
                         help="side of the demo's ground-truth crop (a multiple of 28)")
-    parser.add_argument("--weights", default=None,
-                        help="weights (.safetensors with its .json); default: shipped weights")
+    parser.add_argument("--weights", "--model", default=None,
+                        help="weights (.safetensors with its .json) or the name of shipped "
+                             "weights (funknn_fast/weights/NAME.json); default: shipped default")
+    parser.add_argument("--no-shared", action="store_true",
+                        help="lattice models: evaluate every pixel on its own (per-query path) "
+                             "instead of the shared-computation grid engine (same values)")
     parser.add_argument("--recursive", action="store_true",
                         help="render by repeated x2 steps (default for factor-trained weights)")
     parser.add_argument("--chunk", type=int, default=None, help="queries per chunk")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    common.add_device_options(parser, dtype=True)
+    common.add_run_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -61,97 +86,159 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def load_weights(path: str | None):
-    """The model and its metadata; errors as CommandError."""
+def load_weights(path: str | None, device=None, dtype=None):
+    """The model (on ``device`` in ``dtype`` when given) and its metadata; CommandError."""
     from funknn_fast.models.checkpoint import (
         DEFAULT_WEIGHTS,
         WeightsError,
         load_model,
         read_metadata,
+        resolve_weights,
     )
 
-    path = path or DEFAULT_WEIGHTS
+    path = resolve_weights(path) if path else DEFAULT_WEIGHTS
     try:
-        return load_model(path), read_metadata(path)
+        model, info = load_model(path), read_metadata(path)
     except WeightsError as error:
         raise CommandError(f"--weights: {error}") from error
+    return model.to(device=device, dtype=dtype), info
 
 
-def _check_output(path: Path, folder: bool = False) -> None:
-    if folder:
-        if path.exists() and not path.is_dir():
-            raise CommandError(f"-o/--output {path} exists and is not a folder")
-        return
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise CommandError(f"-o/--output must end in .png, .jpg or .jpeg, got {path.name}")
-    if not path.parent.is_dir():
-        raise CommandError(f"-o/--output: folder {path.parent} does not exist")
+def _input_files(inputs: list[str]) -> list[Path]:
+    files = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in READ_SUFFIXES)
+            if not found:
+                raise CommandError(f"INPUT: no image files in folder {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CommandError(f"INPUT: image file not found: {path}")
+    return files
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def _output_paths(files: list[Path], args: argparse.Namespace) -> list[Path]:
+    """One output per input, checked (see module docstring) before any work."""
+    from funknn_fast.superres.image_io import FORMATS
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CommandError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    output = Path(args.output)
+    single = (len(args.inputs) == 1 and not Path(args.inputs[0]).is_dir()
+              and output.suffix != "" and not output.is_dir())
+    if single:
+        outputs = [common.output_file(args.output, tuple(FORMATS))]
+    else:
+        folder = common.output_folder(args.output)
+        outputs = [folder / (f.name if f.suffix.lower() in FORMATS else f.stem + ".png")
+                   for f in files]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(files, outputs):
+        key = target.resolve()
+        if key in seen:
+            raise CommandError(f"-o/--output: {seen[key]} and {source} would both write {target}")
+        seen[key] = source
+        if key in {f.resolve() for f in files} and args.if_exists != "overwrite":
+            raise CommandError(f"-o/--output {target} is an input; refusing to overwrite it "
+                               "(give --if-exists overwrite to replace it)")
+        if target.exists() and args.if_exists == "error":
+            raise CommandError(f"-o/--output: {target} exists (--if-exists error)")
+    return outputs
+
+
+def _check_options(args: argparse.Namespace) -> None:
     if args.chunk is not None and args.chunk < 1:
         raise CommandError(f"--chunk must be >= 1, got {args.chunk}")
+    if not 1 <= args.jpeg_quality <= 100:
+        raise CommandError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
     if args.demo:
-        if args.input or args.scale is not None or args.size:
+        if args.inputs or args.scale is not None or args.size:
             raise CommandError("--demo takes no INPUT, --scale or --size")
-        return run_demo(args)
-    if not args.input:
+        return
+    if not args.inputs:
         raise CommandError("give an INPUT image (or --demo)")
     if args.scale is None and args.size is None:
         raise CommandError("give --scale S or --size WxH")
-    output = Path(args.output)
-    _check_output(output)
-    from funknn_fast.superres.data import load_image, save_image
-    from funknn_fast.superres.inference import DEFAULT_CHUNK, output_size, render, render_recursive
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_options(args)
+    common.apply_threads(args)
+    if args.demo:
+        return run_demo(args)
+    files = _input_files(args.inputs)
+    outputs = _output_paths(files, args)
+    size = parse_size(args.size) if args.size else None
+    model, info = load_weights(args.weights, common.device_of(args), common.dtype_of(args))
+    model.shared_render = not args.no_shared  # read by inference.render (lattice variant)
+    recursive = args.recursive or info.get("train", {}).get("mode") == "factor"
+    bar = _progress(len(files), args.quiet)
+    for source, target in zip(files, outputs):
+        if target.exists() and args.if_exists == "skip":
+            print(f"{source}: {target} exists, skipped")
+        else:
+            _render_file(model, source, target, size, recursive, args)
+        bar.update(1)
+    bar.close()
+    return 0
+
+
+def _progress(total: int, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="images", unit="image", disable=quiet or total == 1,
+                leave=False)
+
+
+def _render_file(model, source: Path, target: Path, size, recursive: bool,
+                 args: argparse.Namespace) -> None:
+    from funknn_fast.superres.image_io import ImageFileError, read_image, write_image
+    from funknn_fast.superres.image_render import render_image
+    from funknn_fast.superres.inference import DEFAULT_CHUNK, output_size
 
     try:
-        image = load_image(args.input)
-    except FileNotFoundError as error:
+        image = read_image(source)
+    except ImageFileError as error:
         raise CommandError(f"INPUT: {error}") from error
-    except ValueError as error:
-        raise CommandError(f"INPUT: {error}") from error
-    height, width = image.shape[1:]
+    height, width = image.pixels.shape[1:]
     try:
-        size = output_size(height, width, scale=args.scale,
-                           size=parse_size(args.size) if args.size else None)
+        out_size = output_size(height, width, scale=args.scale, size=size)
     except ValueError as error:
         raise CommandError(f"--scale/--size: {error}") from error
-    if size[0] * size[1] > MAX_OUTPUT_PIXELS:
-        raise CommandError(f"output {size[1]}x{size[0]} exceeds {MAX_OUTPUT_PIXELS} pixels")
-    model, info = load_weights(args.weights)
-    recursive = args.recursive or info.get("train", {}).get("mode") == "factor"
-    renderer = render_recursive if recursive else render
+    if out_size[0] * out_size[1] > MAX_OUTPUT_PIXELS:
+        raise CommandError(f"output {out_size[1]}x{out_size[0]} of {source} exceeds "
+                           f"{MAX_OUTPUT_PIXELS} pixels")
     began = time.perf_counter()
-    out = renderer(model, image, size=size, chunk=args.chunk or DEFAULT_CHUNK, progress=True)
+    out = render_image(model, image, out_size, recursive, chunk=args.chunk or DEFAULT_CHUNK,
+                       progress=not args.quiet)
     seconds = time.perf_counter() - began
-    save_image(out.clamp(0, 1), output)
-    print(f"{args.input} ({width}x{height}) -> {output} ({size[1]}x{size[0]}) in {seconds:.1f} s")
-    return 0
+    try:
+        write_image(target, out.pixels, out.alpha, out.bits, quality=args.jpeg_quality)
+    except ImageFileError as error:
+        raise CommandError(f"-o/--output: {error}") from error
+    print(f"{source} ({width}x{height}) -> {target} ({out_size[1]}x{out_size[0]}) "
+          f"in {seconds:.1f} s")
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """The README demo (see module docstring)."""
     from funknn_fast.superres.data import downscale, load_bundled_photo, save_image
-    from funknn_fast.superres.evaluation import super_resolve, upsample
+    from funknn_fast.superres.evaluation import upsample
     from funknn_fast.superres.figures import comparison_figure
+    from funknn_fast.superres.image_io import ImageFile
+    from funknn_fast.superres.image_render import render_image
     from funknn_fast.superres.inference import DEFAULT_CHUNK
     from funknn_fast.superres.metrics import psnr
 
-    folder = Path(args.output)
-    _check_output(folder, folder=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    model, info = load_weights(args.weights)
-    recursive = args.recursive or info.get("train", {}).get("mode") == "factor"
     top, left, _ = DEMO_BOX
     side = args.demo_crop
     if side < 28 or side % 28:
         raise CommandError(f"--demo-crop must be a positive multiple of 28, got {side}")
+    folder = common.output_folder(args.output)
+    model, info = load_weights(args.weights, common.device_of(args), common.dtype_of(args))
+    recursive = args.recursive or info.get("train", {}).get("mode") == "factor"
     truth = load_bundled_photo(DEMO_PHOTO)[:, top : top + side, left : left + side].contiguous()
     save_image(truth, folder / f"{DEMO_PHOTO}_truth.png")
     rows = []
@@ -164,8 +251,8 @@ def run_demo(args: argparse.Namespace) -> int:
         low = downscale(truth, (low_side, low_side))
         bicubic = upsample(low, (side, side), "bicubic")
         began = time.perf_counter()
-        funknn = super_resolve(model, low, (side, side), recursive,
-                               chunk=args.chunk or DEFAULT_CHUNK)
+        funknn = render_image(model, ImageFile(low), (side, side), recursive,
+                              chunk=args.chunk or DEFAULT_CHUNK, progress=not args.quiet).pixels
         seconds = time.perf_counter() - began
         tag = f"x{scale:g}"
         for name, image in (("input", low), ("bicubic", bicubic), ("funknn", funknn)):

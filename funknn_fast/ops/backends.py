@@ -95,7 +95,6 @@ def _unsupported_reason(name: str, device: str, dtype: torch.dtype) -> str | Non
     return None
 
 
-@torch.compiler.assume_constant_result
 def _resolve(requested: str, device: str, dtype: torch.dtype) -> str:
     """The backend name, or "!" followed by the error message (constant under torch.compile)."""
     if requested == "auto":
@@ -114,6 +113,11 @@ def _resolve(requested: str, device: str, dtype: torch.dtype) -> str:
     if reason is not None:
         return f"?backend {requested!r} is unavailable: {reason}"
     return requested
+
+
+# What ``torch.compiler.assume_constant_result`` does (checked by tests/cli/test_entry_point.py),
+# without importing torch._dynamo at package import (over a second).
+_resolve._dynamo_marked_constant = True
 
 
 def select_backend(requested: str, image: torch.Tensor) -> str:

@@ -42,7 +42,8 @@ def axis_taps(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tap indices (..., 4), validity (..., 4) and weights (..., 4) of pixel positions (...)."""
     finite = torch.isfinite(position)
-    clamped = position.clamp(-MAX_POSITION, MAX_POSITION)
+    limit = min(MAX_POSITION, torch.finfo(position.dtype).max)  # float16 stops at 65504
+    clamped = position.clamp(-limit, limit)
     base = torch.where(finite, torch.floor(clamped.detach()), torch.zeros_like(clamped))
     t = torch.where(finite, clamped - base, torch.full_like(clamped, float("nan")))
     first = base.to(torch.int64) - 1

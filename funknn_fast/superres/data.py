@@ -1,7 +1,8 @@
 """Images and training samples for FunkNN super-resolution.
 
-Images are float32 tensors (C, H, W) in [0, 1]; grayscale files are repeated to 3 channels,
-alpha is dropped (Pillow ``convert("RGB")``).
+Images are float32 tensors (3, H, W) in [0, 1]: files are read by
+``funknn_fast.superres.image_io.read_image`` (EXIF orientation applied, 16-bit precision kept),
+grey images are repeated to 3 channels and alpha is composited over white.
 
 Sources:
   * any folder of PNG / JPEG files (:func:`load_folder`, sorted by file name);
@@ -32,31 +33,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from funknn_fast.extras import require
+from funknn_fast.superres.image_io import IMAGE_SUFFIXES, read_image, write_image
+
 MODES = ("single", "continuous", "factor")
 
 
 def _skimage_path(filename: str) -> Path:
-    import skimage.data
-
-    return Path(os.path.dirname(skimage.data.__file__)) / filename
+    return Path(os.path.dirname(require("skimage.data").__file__)) / filename
 
 
 def _sklearn_path(filename: str) -> Path:
-    import sklearn.datasets
-
-    return Path(os.path.dirname(sklearn.datasets.__file__)) / "images" / filename
+    return Path(os.path.dirname(require("sklearn.datasets").__file__)) / "images" / filename
 
 
 def _matplotlib_path(filename: str) -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "sample_data" / filename
+    return Path(require("matplotlib").get_data_path()) / "sample_data" / filename
 
 
 # name -> (package, file name)
@@ -99,16 +94,12 @@ def bundled_photo_path(name: str) -> Path:
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Reads a PNG/JPEG (any Pillow format) as a float32 (3, H, W) tensor in [0, 1]."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    """Reads an image file (any Pillow format) as a float32 RGB (3, H, W) tensor in [0, 1]."""
+    image = read_image(path)
+    pixels = image.pixels.expand(3, -1, -1)
+    if image.alpha is not None:
+        pixels = pixels * image.alpha + (1 - image.alpha)
+    return pixels.contiguous()
 
 
 def load_bundled_photo(name: str) -> torch.Tensor:
@@ -133,27 +124,13 @@ def load_photos(names: Sequence[str]) -> list[torch.Tensor]:
 
 
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> None:
-    """Writes a (C, H, W) or (1, C, H, W) image in [0, 1] (clamped) atomically (temp + rename)."""
-    path = Path(path)
+    """Writes a (C, H, W) or (1, C, H, W) 8-bit image in [0, 1] (clamped), complete or absent
+    (``image_io.write_image``)."""
     if image.dim() == 4:
         if image.shape[0] != 1:
             raise ValueError(f"save_image takes one image, got batch of {image.shape[0]}")
         image = image[0]
-    array = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-    array = array.permute(1, 2, 0).cpu().numpy()
-    if array.shape[2] == 1:
-        array = array[:, :, 0]
-    suffix = path.suffix.lower()
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(suffix)
-    if fmt is None:
-        raise ValueError(f"output must end in .png, .jpg or .jpeg, got {path.name}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(array).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_image(path, image)
 
 
 def downscale(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

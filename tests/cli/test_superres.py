@@ -35,14 +35,14 @@ def test_superres_scale_and_size(tmp_path, weights, photo, capsys):
                  "--weights", str(weights)]) == 0
     image = load_image(out)
     assert image.shape == (3, 15, 20)
-    assert main(["superres", str(photo), "-o", str(out), "--size", "5x3",
+    assert main(["superres", str(photo), "-o", str(out), "--size", "13x9",
                  "--weights", str(weights)]) == 0
-    assert load_image(out).shape == (3, 3, 5)
+    assert load_image(out).shape == (3, 9, 13)
     assert not list(tmp_path.glob(".*tmp"))
     # the output is the model's rendering
     from funknn_fast.superres.inference import render
 
-    expected = render(load_model(weights), load_image(photo), size=(3, 5)).clamp(0, 1)
+    expected = render(load_model(weights), load_image(photo), size=(9, 13)).clamp(0, 1)
     assert (load_image(out) - expected).abs().max() <= 1 / 255 + 1e-6
 
 
@@ -93,8 +93,10 @@ def test_superres_weight_errors(tmp_path, weights, photo, capsys):
     assert "does not match" in capsys.readouterr().err
     assert main(["superres", str(photo), "-o", str(tmp_path / "o.gif"), "--scale", "2",
                  "--weights", str(weights)]) == 2
+    # missing output folders are created (as by every funknn command)
     assert main(["superres", str(photo), "-o", str(tmp_path / "no" / "o.png"), "--scale", "2",
-                 "--weights", str(weights)]) == 2
+                 "--weights", str(weights)]) == 0
+    assert (tmp_path / "no" / "o.png").is_file()
 
 
 def test_demo_writes_pngs_and_figure(tmp_path, weights, capsys):

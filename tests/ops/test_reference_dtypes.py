@@ -1,0 +1,21 @@
+"""The pure-PyTorch reference in float16 and bfloat16 on CPU (the compiled CPU kernels take
+float32/float64 only, so ``backend="auto"`` falls back to it)."""
+
+import pytest
+import torch
+
+from funknn_fast.ops.patch_sample import patch_sample
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_on_cpu_matches_float64(dtype):
+    generator = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 10, 12, generator=generator, dtype=torch.float64)
+    coords = torch.rand(1, 20, 2, generator=generator, dtype=torch.float64) * 2.2 - 1.1
+    step = torch.tensor([0.9, 1.1], dtype=torch.float64)
+    exact = patch_sample(image, coords, step, backend="torch")
+    low = patch_sample(image.to(dtype), coords.to(dtype), step.to(dtype))
+    assert low.dtype == dtype
+    # positions are computed in the low precision too: an error of a few ulps of the pixel
+    # position (up to ~12 here) times the image's slope, plus the rounding of the values
+    assert (low.double() - exact).abs().max() <= 16 * torch.finfo(dtype).eps
