@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-from funknn_fast.cli import CommandError
+from funknn_fast.cli import CommandError, common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,12 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--n", type=int, default=16, help="number of samples")
-    parser.add_argument("--size", type=int, default=256, help="output resolution (pixels)")
+    parser.add_argument("--size", default="256",
+                        help="output resolution: N (N x N pixels) or NxN (default 256)")
     parser.add_argument("--weights", help="prior file stem (default: the shipped prior)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="samples.png", help="PNG grid to write")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws")
+    parser.add_argument("-o", "--output", "--out", dest="out", default="samples.png",
+                        help="PNG grid to write (default samples.png)")
     parser.add_argument("--npy", help="also write the samples as a .npy array")
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    common.add_device_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -57,6 +61,16 @@ def write_grid(images: np.ndarray, path: str | os.PathLike, columns: int | None 
             tmp.unlink()
 
 
+def square_size(text: str) -> int:
+    """``N`` or ``NxN`` (the prior's samples are square) -> N >= 1."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    if not match or (match.group(2) and match.group(2) != match.group(1)):
+        raise CommandError(f"--size must be N or NxN (square samples), got {text!r}")
+    if int(match.group(1)) < 1:
+        raise CommandError(f"--size must be >= 1, got {text!r}")
+    return int(match.group(1))
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -64,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise CommandError(f"--n must be >= 1, got {args.n}")
-    if args.size < 1:
-        raise CommandError(f"--size must be >= 1, got {args.size}")
+    size = square_size(args.size)
+    common.output_file(args.out, (".png",))
+    if args.npy:
+        common.output_file(args.npy, (".npy",), "--npy")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -74,10 +90,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     generator = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        samples = prior.sample(args.n, args.size, generator).numpy()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        samples = prior.to(common.device_of(args)).sample(args.n, size, generator).cpu().numpy()
     write_grid(samples, args.out)
-    print(f"wrote {args.out} ({args.n} samples, {args.size} x {args.size})")
+    print(f"wrote {args.out} ({args.n} samples, {size} x {size})")
     if args.npy:
         tmp = Path(args.npy).with_name(f".{Path(args.npy).name}.{os.getpid()}.tmp.npy")
         np.save(tmp, samples.astype(np.float32))

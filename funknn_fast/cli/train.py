@@ -1,4 +1,4 @@
-"""``funknn train``: train a FunkNN super-resolution model (see ``funknn_fast.superres.training``).
+"""``funknn train``: train a FunkNN super-resolution model.
 
 Example (the shipped weights; the exact command is stored in the weights' JSON)::
 
@@ -7,6 +7,11 @@ Example (the shipped weights; the exact command is stored in the weights' JSON):
         --export funknn_fast/weights/funknn_cnn_continuous
 
 (43 minutes on one core of the shared 2-core CPU: 2000 Adam steps of 32 crops x 16 queries.)
+
+Training: ``funknn_fast.superres.training``. The output folder (``-o``) of a new run must not
+hold another run (``--overwrite`` replaces it); ``--resume`` continues its checkpoint with the
+recorded settings: options not given take the recorded values, and options given with other
+values are refused unless ``--allow-changes`` (``funknn_fast.superres.run_folder``).
 
 Under ``torchrun --nproc-per-node N -m funknn_fast.cli train ...`` the processes train one model
 data-parallel (gloo on CPU, nccl on CUDA).
@@ -19,8 +24,28 @@ import os
 import shlex
 import sys
 from dataclasses import fields
+from pathlib import Path
 
-from funknn_fast.cli import CommandError
+from funknn_fast.cli import CommandError, common
+
+OPTION_HELP = {
+    "mode": "single (x2), continuous (x2 to x4) or factor (x2, rendered recursively)",
+    "variant": "per-patch network: cnn (the paper's), mlp (the public code's)",
+    "activation": "relu, or sin (SIREN-style, smoother derivatives)",
+    "crop_size": "side of the random training crops, in pixels",
+    "batch_size": "crops per step and process",
+    "queries": "random target pixels per crop",
+    "min_scale": "smallest upscaling factor drawn (continuous mode)",
+    "max_scale": "largest upscaling factor drawn (continuous mode)",
+    "steps": "Adam steps in all",
+    "lr": "peak learning rate (after the warm-up)",
+    "lr_min": "final learning rate of the cosine decay",
+    "warmup": "steps of linear learning-rate warm-up",
+    "seed": "seed of the initialisation and of every step's random draws",
+    "checkpoint_every": "steps between checkpoints",
+    "log_every": "steps between records of log.jsonl",
+    "loss": "l1 (the paper's code) or l2",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train a FunkNN super-resolution model",
         description="Train FunkNN (L1, Adam, cosine schedule) on the bundled training photographs "
                     "or a folder of PNG/JPEG images; writes safetensors + JSON checkpoints.")
-    parser.add_argument("--out", required=True, help="output folder (checkpoints, model, log)")
+    parser.add_argument("-o", "--output", "--out", dest="out", required=True,
+                        help="output folder (checkpoints, model, log), created if missing")
     parser.add_argument("--mode", choices=("single", "continuous", "factor"), default=defaults.mode)
     parser.add_argument("--variant", choices=("cnn", "mlp"), default=defaults.variant)
     parser.add_argument("--activation", choices=("relu", "sin"), default=defaults.activation)
@@ -45,12 +71,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             default=getattr(defaults, name))
     parser.add_argument("--loss", choices=("l1", "l2"), default=defaults.loss)
     parser.add_argument("--fused", action="store_true", help="train through the fused CNN path")
-    parser.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the checkpoint in the output folder, with its settings")
+    parser.add_argument("--allow-changes", action="store_true",
+                        help="with --resume: accept options that differ from the recorded ones")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in a folder that holds one (its files are removed)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
+                        help="no progress bar")
+    common.add_device_options(parser)
     parser.add_argument("--export", default=None,
                         help="also write the final weights to EXPORT.safetensors / EXPORT.json")
+    _defaults_from_config(parser, defaults)
     parser.set_defaults(func=run)
+
+
+def _defaults_from_config(parser: argparse.ArgumentParser, defaults) -> None:
+    """Options of TrainConfig fields default to None (not given: the recorded value on
+    --resume, else the TrainConfig default, shown in the help)."""
+    for action in parser._actions:
+        if hasattr(defaults, action.dest):
+            text = action.help or OPTION_HELP.get(action.dest, "")
+            action.help = f"{text} (default: {getattr(defaults, action.dest)})".lstrip()
+            action.default = None
+
+
+def _config_values(args: argparse.Namespace, names: set[str]) -> dict:
+    """TrainConfig values: defaults, then (with --resume) the recorded ones, then those given."""
+    from dataclasses import asdict
+
+    from funknn_fast.superres.run_folder import RunFolderError, read_checkpoint_info
+    from funknn_fast.superres.training import TrainConfig
+
+    values = asdict(TrainConfig())
+    if args.resume:
+        try:
+            recorded = read_checkpoint_info(Path(args.out))["train"]
+        except RunFolderError as error:
+            raise CommandError(f"--resume: {error}") from error
+        values.update({k: v for k, v in recorded.items() if k in names})
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,17 +125,19 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise CommandError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.data != "bundled" and not os.path.isdir(args.data):
-        raise CommandError(f"--data: no such folder: {args.data}")
     names = {f.name for f in fields(TrainConfig)}
     try:
-        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    except ValueError as error:
+        config = TrainConfig(**_config_values(args, names))
+    except (TypeError, ValueError) as error:
         raise CommandError(str(error)) from error
+    if config.data != "bundled" and not os.path.isdir(config.data):
+        raise CommandError(f"--data: no such folder: {config.data}")
+    common.output_folder(args.out)
     command = "funknn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         model = train(config, args.out, resume=args.resume, progress=not args.no_progress,
-                      extra={"command": command})
+                      extra={"command": command}, allow_changes=args.allow_changes,
+                      overwrite=args.overwrite, device=common.device_of(args).type)
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from error
     if args.export and int(os.environ.get("RANK", "0")) == 0:

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from funknn_fast.models.funknn import FunkNN
+from funknn_fast.ops.padding import PADDING_CODES
 
 FORMAT = "funknn_fast.funknn"
 FORMAT_VERSION = 2
@@ -99,7 +100,20 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             f"{FORMAT_VERSION} (version 1 fed raw patches to the network, see "
             "funknn_fast.models.checkpoint): retrain or re-export these weights"
         )
+    _check_fields(info, json_path)
     return info
+
+
+def _check_fields(info: dict[str, Any], json_path: Path) -> None:
+    """The fields readers rely on have the right types and values (errors name the file)."""
+    for name in ("model", "train"):
+        if name in info and not isinstance(info[name], dict):
+            raise WeightsError(f"{json_path}: {name!r} must be a JSON object, got "
+                               f"{info[name]!r}")
+    padding = info["model"].get("padding", "reflection")
+    if padding not in PADDING_CODES:
+        raise WeightsError(f"{json_path}: model padding must be one of {sorted(PADDING_CODES)}, "
+                           f"got {padding!r}")
 
 
 def load_model(path: str | os.PathLike = DEFAULT_WEIGHTS, **overrides: Any) -> FunkNN:

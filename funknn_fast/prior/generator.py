@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -82,8 +83,10 @@ class ContinuousPrior(nn.Module):
     def sample(
         self, count: int, size: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """``count`` continuous samples rendered at ``size x size``: ``(count, C, size, size)``."""
-        z = torch.randn(count, self.latent, generator=generator)
+        """``count`` continuous samples rendered at ``size x size``: ``(count, C, size, size)``
+        on the prior's device (``z`` is drawn on the CPU, so a seed gives the same samples)."""
+        device = next(self.parameters()).device
+        z = torch.randn(count, self.latent, generator=generator).to(device)
         return self.render(self.generate(z), size)
 
 
@@ -128,8 +131,11 @@ def read_info(path: str | os.PathLike) -> dict[str, Any]:
             f"no prior at {json_path}: train one with scripts/train_prior.sh "
             "(python -m funknn_fast.prior.train)"
         )
-    info = json.loads(json_path.read_text())
-    if info.get("format") != FORMAT:
+    try:
+        info = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PriorFileError(f"prior config {json_path} is not valid JSON: {error}") from error
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise PriorFileError(f"{json_path} is not a {FORMAT} file")
     return info
 
@@ -148,12 +154,20 @@ def load_parts(path: str | os.PathLike, names: tuple[str, ...] = PARTS) -> dict[
     """Rebuild and load the parts ``names`` from a prior file; checks names and shapes."""
     info = read_info(path)
     tensor_path, _ = _paths(path)
-    tensors = load_file(str(tensor_path))
+    try:
+        tensors = load_file(str(tensor_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise PriorFileError(f"prior weights {tensor_path} are missing or corrupt: {error}"
+                             ) from error
     parts = {}
     for name in names:
-        if name not in info:
-            raise PriorFileError(f"{tensor_path} has no {name!r} part")
-        module = build_part(name, info[name])
+        if not isinstance(info.get(name), dict):
+            raise PriorFileError(f"{tensor_path.with_suffix('.json')} has no {name!r} part")
+        try:
+            module = build_part(name, info[name])
+        except (TypeError, ValueError) as error:
+            raise PriorFileError(f"{tensor_path.with_suffix('.json')}: bad {name!r} config: "
+                                 f"{error}") from error
         prefix = f"{name}."
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:

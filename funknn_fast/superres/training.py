@@ -10,7 +10,8 @@ continues exactly where the checkpoint left it.
 Outputs in ``out_dir``: ``model.safetensors`` + ``model.json`` (the weights, loadable with
 ``funknn_fast.models.checkpoint.load_model``), ``checkpoint.safetensors`` +
 ``checkpoint.json`` (weights, Adam state and step, for ``resume``), ``log.jsonl`` (loss per logged
-step). No pickle anywhere.
+step). No pickle anywhere. The folder's rules (no silent overwrite of a run, resume only a
+complete checkpoint with the same settings) are in ``funknn_fast.superres.run_folder``.
 
 Data parallel: run under ``torchrun --nproc-per-node N``; processes join a process group (gloo on
 CPU, nccl on CUDA), the model is wrapped in DistributedDataParallel (gradients averaged), each
@@ -45,6 +46,11 @@ from funknn_fast.superres.data import (
     Sample,
     load_folder,
     load_photos,
+)
+from funknn_fast.superres.run_folder import (
+    RunFolderError,
+    prepare_run_folder,
+    read_checkpoint_info,
 )
 
 
@@ -125,8 +131,11 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _device() -> torch.device:
-    if torch.cuda.is_available():
+def _device(requested: str = "auto") -> torch.device:
+    """``requested`` ("auto": CUDA when available, "cpu" or "cuda"), this process's GPU."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    if requested != "cpu" and torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
@@ -180,12 +189,26 @@ def save_checkpoint(out_dir: Path, model: FunkNN, optimizer: torch.optim.Adam,
 
 
 def load_checkpoint(out_dir: Path, model: FunkNN, optimizer: torch.optim.Adam) -> int:
-    """Restores model and Adam state from ``out_dir``; returns the next step."""
+    """Restores model and Adam state from ``out_dir``; returns the next step.
+
+    A missing, corrupt or mismatched checkpoint raises ``run_folder.RunFolderError``.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    info = json.loads((out_dir / "checkpoint.json").read_text())
-    tensors = load_file(str(out_dir / "checkpoint.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    info = read_checkpoint_info(out_dir)
+    path = out_dir / "checkpoint.safetensors"
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise RunFolderError(f"checkpoint {path} is missing or corrupt: {error}") from error
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[1:2] or [str(error)]
+        raise RunFolderError(f"checkpoint {path} does not match the model "
+                             f"({model.config()}): {first[0].strip()}") from error
     _load_optimizer_tensors(optimizer, model, tensors)
     return int(info["step"])
 
@@ -196,11 +219,19 @@ def train(
     resume: bool = False,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    allow_changes: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
 ) -> FunkNN:
-    """Trains a FunkNN per ``config``; writes ``out_dir`` (see module docstring)."""
+    """Trains a FunkNN per ``config``; writes ``out_dir`` (see module docstring).
+
+    ``resume``, ``allow_changes`` and ``overwrite``: ``run_folder.prepare_run_folder``;
+    ``device``: "auto" (CUDA when available), "cpu" or "cuda".
+    """
     rank, world = _distributed()
-    device = _device()
+    device = _device(device)
     out_dir = Path(out_dir)
+    recorded = prepare_run_folder(out_dir, asdict(config), resume, allow_changes, overwrite)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -210,10 +241,9 @@ def train(
     model = FunkNN(3, config.variant, config.activation, fused=config.fused).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, previous_seconds = 0, 0.0
-    if resume and (out_dir / "checkpoint.json").is_file():
+    if recorded is not None:
         start = load_checkpoint(out_dir, model, optimizer)
-        info = json.loads((out_dir / "checkpoint.json").read_text())
-        previous_seconds = float(info.get("train_seconds", 0.0))
+        previous_seconds = float(recorded.get("train_seconds", 0.0))
     loss_module: nn.Module = BatchLoss(model, config.loss)
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
