@@ -1,12 +1,16 @@
 """``funknn solve {ct,derivatives,sparse-derivatives}``: inverse problems with the continuous prior.
 
-Runs :func:`funknn_fast.prior.solvers.solve` on held-out phantoms (test split, indices
-``--first .. --first + --n-images - 1``) and the baseline (FBP for ``ct``, Poisson integration
-for the derivative problems). Writes ``<out-dir>/<problem>.json`` (per-image and mean SNR and
-shift-invariant SNR of the prior, the baseline, the auto-encoder projection of the truth and
-FunkNN of the area-averaged baseline (the warm start's target), the configuration, the command
-and timings) and ``<out-dir>/<problem>.png`` (truth, baseline, prior
-for the first images). Progress: one bar per image (``--quiet`` turns it off).
+Runs ``--method`` (:data:`funknn_fast.prior.solvers.METHODS`: the prior, the baselines FBP / TV
+for ``ct`` and Poisson / TV-Poisson for the derivative problems, and the ablations ``bicubic``,
+``warm-start``, ``funknn-of-baseline``, ``zero-start``) on phantoms of ``--split`` (``test``: the
+final tables; ``validation``: every tuning decision), indices ``--first .. --first + --n-images
+- 1``, with the noise (CT) and solver randomness of ``--seed``. Writes
+``<out-dir>/<problem>[-<method>][-seed<seed>].json`` (method omitted for ``prior``, seed for 0):
+per-image and mean SNR and shift-invariant SNR of the method (``estimate``), the classical
+baseline (FBP / Poisson), the auto-encoder projection of the truth and FunkNN of the
+area-averaged baseline (the warm start's target), the configuration, the command and timings;
+and the same name ``.png`` (truth, baseline, method for the first images). Progress: one bar per
+image (``--quiet`` turns it off).
 ``--workers N`` solves the images in N processes (``--threads`` each, default 1); every image
 has its own seeded solver, so the results do not depend on N.
 
@@ -37,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("problem", choices=PROBLEMS)
+    parser.add_argument("--method", default="prior",
+                        help="prior (default), fbp / tv (ct), poisson / tv-poisson (derivative "
+                             "problems), or an ablation: bicubic, warm-start, "
+                             "funknn-of-baseline, zero-start")
+    parser.add_argument("--split", default="test", choices=("test", "validation"),
+                        help="phantom split (default test; tune on validation)")
     parser.add_argument("--weights", help="prior file stem (default: the shipped prior)")
     parser.add_argument("--n-images", type=int, default=4, help="number of test phantoms")
     parser.add_argument("--first", type=int, default=0, help="first test phantom index")
@@ -53,13 +63,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "init-finetune-lr": "peak learning rate (cosine decay) of the decoder warm start",
         "z-steps": "Adam steps on z with the data loss",
         "finetune-steps": "Adam steps on the decoder copy with the data loss",
+        "baseline-tv-weight": "TV weight of --method tv / tv-poisson",
+        "baseline-steps": "primal-dual iterations of --method tv / tv-poisson",
     }
     for name, kind in (("init-steps", int), ("init-lr", float), ("z-steps", int),
                        ("z-lr", float), ("init-finetune-steps", int),
                        ("init-finetune-lr", float), ("finetune-steps", int),
                        ("finetune-lr", float), ("latent-weight", float), ("tv-weight", float),
                        ("sparse-fraction", float), ("queries", int), ("angles", int),
-                       ("bins", int), ("noise-snr-db", float), ("seed", int)):
+                       ("bins", int), ("noise-snr-db", float), ("seed", int),
+                       ("baseline-tv-weight", float), ("baseline-steps", int)):
         default = f"default: {_defaults_text(name.replace('-', '_'))}"
         parser.add_argument(f"--{name}", type=kind,
                             help=f"{helps[name]} ({default})" if name in helps else default)
@@ -72,11 +85,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _defaults_text(name: str) -> str:
     """The default of a SolveConfig field per problem, e.g. ``0; derivatives: 200``."""
-    from funknn_fast.prior.solvers import PROBLEM_DEFAULTS, SolveConfig
+    from funknn_fast.prior.solvers import BASELINE_DEFAULTS, PROBLEM_DEFAULTS, SolveConfig
 
     base = SolveConfig.__dataclass_fields__[name].default
     special = [f"{kind}: {values[name]}" for kind, values in PROBLEM_DEFAULTS.items()
                if name in values]
+    if name == "baseline_tv_weight":
+        base = "tuned on validation"
+        special = [f"{kind}: {value:g}" for kind, value in BASELINE_DEFAULTS.items()]
     return f"{base}" + (f"; {', '.join(special)}" if special else "")
 
 
@@ -91,7 +107,7 @@ def _config(args: argparse.Namespace):
     if args.all_queries:
         values["queries"] = None
     try:
-        return default_config(args.problem, **values)
+        return default_config(args.problem, args.method, **values)
     except ValueError as error:
         raise CommandError(str(error)) from error
 
@@ -106,13 +122,15 @@ def _atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
-def _figure(path: Path, problem: str, rows: list[dict], baseline_name: str) -> None:
+def _figure(path: Path, problem: str, rows: list[dict], baseline_name: str,
+            method: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = [("truth", "truth"), ("baseline", baseline_name), ("prior", "FunkNN prior")]
+    title = "FunkNN prior" if method == "prior" else method
+    columns = [("truth", "truth"), ("baseline", baseline_name), ("estimate", title)]
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     key = "snr" if problem == "ct" else "si_snr"
     for r, row in enumerate(rows):
@@ -128,13 +146,15 @@ def _figure(path: Path, problem: str, rows: list[dict], baseline_name: str) -> N
     plt.close(figure)
 
 
-def _solve_one(problem, prior, config, progress=None) -> dict:
+def _solve_one(problem, prior, config, method, progress=None) -> dict:
     """Solve one single-image problem: ``estimate``, ``seconds``, ``final_loss``."""
     from funknn_fast.prior import solvers
 
     start = time.perf_counter()
-    result = solvers.solve(problem, prior, config, progress)
-    losses = result["losses"]["finetune"] or result["losses"]["z"]
+    result = solvers.run_method(method, problem, prior, config, progress)
+    phases = result["losses"]
+    losses = (phases.get("finetune") or phases.get("z") or phases.get("init_finetune")
+              or phases.get("init") or phases.get("baseline"))
     return {"estimate": result["estimate"], "seconds": time.perf_counter() - start,
             "final_loss": losses[-1] if losses else None}
 
@@ -152,18 +172,21 @@ def _worker_init(weights: str, threads: int) -> None:
     _WORKER_PRIOR = load_prior(weights)
 
 
-def _worker_solve(problem, config) -> dict:
-    return _solve_one(problem, _WORKER_PRIOR, config)
+def _worker_solve(problem, config, method) -> dict:
+    return _solve_one(problem, _WORKER_PRIOR, config, method)
 
 
 def _solve_images(problem, prior, config, args):
     """Yield ``(k, outcome)`` for every image ``k`` of ``problem``, in completion order."""
     from tqdm import tqdm
 
+    from funknn_fast.prior.solvers import method_steps
+
     count = problem.truth.shape[0]
     if args.workers == 1:
         for k in range(count):
-            bar = tqdm(total=config.total_steps, desc=f"{args.problem} #{args.first + k}",
+            bar = tqdm(total=method_steps(args.method, config),
+                       desc=f"{args.problem} #{args.first + k}",
                        disable=args.quiet, file=sys.stderr, leave=False)
 
             def progress(phase: str, step: int, loss: float, bar=bar) -> None:
@@ -171,7 +194,7 @@ def _solve_images(problem, prior, config, args):
                 if step % 10 == 0:
                     bar.set_postfix(phase=phase, loss=f"{loss:.4g}")
 
-            outcome = _solve_one(problem.select(k), prior, config, progress)
+            outcome = _solve_one(problem.select(k), prior, config, args.method, progress)
             bar.close()
             yield k, outcome
         return
@@ -185,13 +208,19 @@ def _solve_images(problem, prior, config, args):
     with ProcessPoolExecutor(max_workers=min(args.workers, count), mp_context=context,
                              initializer=_worker_init,
                              initargs=(weights, args.threads or 1)) as pool:
-        futures = {pool.submit(_worker_solve, problem.select(k), config): k
+        futures = {pool.submit(_worker_solve, problem.select(k), config, args.method): k
                    for k in range(count)}
         with tqdm(total=count, desc=f"{args.problem} ({args.workers} workers)",
                   disable=args.quiet, file=sys.stderr, leave=False) as bar:
             for future in as_completed(futures):
                 bar.update(1)
                 yield futures[future], future.result()
+
+
+def output_stem(problem: str, method: str, seed: int) -> str:
+    """``<problem>[-<method>][-seed<seed>]``: method omitted for ``prior``, seed for 0."""
+    stem = problem if method == "prior" else f"{problem}-{method}"
+    return stem if seed == 0 else f"{stem}-seed{seed}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,6 +237,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"need --workers >= 1, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"need --threads >= 1, got {args.threads}")
+    if args.method not in solvers.METHODS[args.problem]:
+        raise CommandError(f"--method for {args.problem} must be one of "
+                           f"{', '.join(solvers.METHODS[args.problem])}, got {args.method!r}")
     config = _config(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -217,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     phantoms = prior.info["phantoms"]
     indices = list(range(args.first, args.first + args.n_images))
-    params = phantom_parameters(indices, "test", phantoms["seed"])
+    params = phantom_parameters(indices, args.split, phantoms["seed"])
     problem = solvers.make_problem(args.problem, params, config, phantoms["edge_width"])
     baseline_name = "FBP" if args.problem == "ct" else "Poisson"
     start = time.perf_counter()
@@ -228,22 +260,19 @@ def run(args: argparse.Namespace) -> int:
     solved = {}
     for k, outcome in _solve_images(problem, prior, config, args):
         solved[k] = outcome
-        scores = solvers.metrics(problem.truth[k : k + 1], outcome["estimate"])
-        base = solvers.metrics(problem.truth[k : k + 1], baseline[k : k + 1])
-        print(f"{args.problem} #{indices[k]}: prior SNR {scores['snr'][0]:.2f} dB, "
+        scores = solvers.metrics(outcome["estimate"], problem.truth[k : k + 1])
+        base = solvers.metrics(baseline[k : k + 1], problem.truth[k : k + 1])
+        print(f"{args.problem} #{indices[k]}: {args.method} SNR {scores['snr'][0]:.2f} dB, "
               f"SI-SNR {scores['si_snr'][0]:.2f} dB; {baseline_name} SNR {base['snr'][0]:.2f}"
               f" dB, SI-SNR {base['si_snr'][0]:.2f} dB ({outcome['seconds']:.0f} s)", flush=True)
     ordered = [solved[k] for k in range(len(indices))]
-    estimates = [outcome["estimate"] for outcome in ordered]
-    seconds = [outcome["seconds"] for outcome in ordered]
-    final_losses = [outcome["final_loss"] for outcome in ordered]
-    estimate = torch.cat(estimates)
+    estimate = torch.cat([outcome["estimate"] for outcome in ordered])
     results = {
-        "prior": solvers.metrics(problem.truth, estimate),
-        "baseline": solvers.metrics(problem.truth, baseline),
-        "autoencoder_projection": solvers.metrics(problem.truth, projection),
+        "estimate": solvers.metrics(estimate, problem.truth),
+        "baseline": solvers.metrics(baseline, problem.truth),
+        "autoencoder_projection": solvers.metrics(projection, problem.truth),
         "funknn_of_baseline": solvers.metrics(
-            problem.truth, solvers.funknn_of_baseline(baseline, prior, config.size)),
+            solvers.funknn_of_baseline(baseline, prior, config.size), problem.truth),
     }
     summary = {
         name: {key: sum(values) / len(values) for key, values in scores.items()}
@@ -251,14 +280,18 @@ def run(args: argparse.Namespace) -> int:
     }
     record = {
         "problem": args.problem,
+        "method": args.method,
+        "split": args.split,
+        "seed": config.seed,
         "baseline_method": baseline_name,
         "indices": indices,
         "mean": summary,
         "per_image": results,
-        "final_loss": final_losses,
-        "seconds_per_image": seconds,
+        "final_loss": [outcome["final_loss"] for outcome in ordered],
+        "seconds_per_image": [outcome["seconds"] for outcome in ordered],
         "baseline_seconds": baseline_seconds,
         "config": asdict(config),
+        "baseline_tv_weight": solvers.baseline_tv_weight(args.problem, config),
         "weights": str(args.weights or DEFAULT_PRIOR),
         "phantoms": phantoms,
         "threads": torch.get_num_threads() if args.workers == 1 else (args.threads or 1),
@@ -267,19 +300,20 @@ def run(args: argparse.Namespace) -> int:
     }
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out_dir / f"{args.problem}.json", out_dir / f"{args.problem}.png"
+    stem = output_stem(args.problem, args.method, config.seed)
+    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
     _atomic_write(json_path, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
     rows = []
     for k in range(min(FIGURE_ROWS, len(indices))):
         row = {"index": indices[k], "truth": problem.truth[k, 0].numpy(),
-               "baseline": baseline[k, 0].numpy(), "prior": estimate[k, 0].numpy()}
-        for name in ("baseline", "prior"):
+               "baseline": baseline[k, 0].numpy(), "estimate": estimate[k, 0].numpy()}
+        for name in ("baseline", "estimate"):
             for key in ("snr", "si_snr"):
                 row[f"{name}_{key}"] = results[name][key][k]
         rows.append(row)
-    _figure(png_path, args.problem, rows, baseline_name)
-    print(f"mean over {len(indices)}: prior SNR {summary['prior']['snr']:.2f} / SI-SNR "
-          f"{summary['prior']['si_snr']:.2f} dB; {baseline_name} SNR "
+    _figure(png_path, args.problem, rows, baseline_name, args.method)
+    print(f"mean over {len(indices)}: {args.method} SNR {summary['estimate']['snr']:.2f} / "
+          f"SI-SNR {summary['estimate']['si_snr']:.2f} dB; {baseline_name} SNR "
           f"{summary['baseline']['snr']:.2f} / SI-SNR {summary['baseline']['si_snr']:.2f} dB")
     print(f"wrote {json_path} and {png_path}")
     return 0

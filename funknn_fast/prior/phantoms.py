@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-SPLITS = {"train": 0, "test": 1}
+SPLITS = {"train": 0, "test": 1, "validation": 2}
 MAX_ELLIPSES = 12
 DEFAULT_EDGE_WIDTH = 0.02
 
@@ -45,9 +45,11 @@ def phantom_parameters(
     """Ellipse parameters ``(B, max_ellipses, 6)`` float64 for the given phantom indices.
 
     Phantom ``i`` of a split depends only on ``(seed, split, i)``: the splits never share a
-    random stream. Each phantom has a body ellipse (intensity in [0.6, 1], semi-axes in
-    [0.55, 0.85]) and 1 .. ``max_ellipses - 2`` inner ellipses (intensity in [-0.4, 0.4],
-    semi-axes in [0.06, 0.3]) whose centres lie inside the body; all lie inside the unit disc.
+    random stream. ``"validation"`` is for every tuning decision of the inverse problems,
+    ``"test"`` for the final tables only (issue 16). Each phantom has a body ellipse
+    (intensity in [0.6, 1], semi-axes in [0.55, 0.85]) and 1 .. ``max_ellipses - 2`` inner
+    ellipses (intensity in [-0.4, 0.4], semi-axes in [0.06, 0.3]) whose centres lie inside the
+    body; all lie inside the unit disc.
     """
     if isinstance(indices, int):
         indices = [indices]

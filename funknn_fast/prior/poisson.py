@@ -46,6 +46,25 @@ def _edge_system(
     return matrix, target, weight
 
 
+def poisson_system(
+    gradient: np.ndarray, mask: np.ndarray, missing_weight: float = 1e-2
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The edge system of one image: ``matrix (E, n_rows * n_cols)`` (finite differences
+    ``u[q] - u[p]`` of the row-major image), ``target (E,)`` and ``weight (E,)``, horizontal
+    edges first. ``gradient (2, n_rows, n_cols)`` (``d/dx``, ``d/dy``), ``mask (n_rows, n_cols)``.
+    """
+    n_rows, n_cols = mask.shape
+    blocks, targets, weights = [], [], []
+    for axis, component, spacing in ((1, 0, 2.0 / n_cols), (0, 1, 2.0 / n_rows)):
+        matrix, target, weight = _edge_system(
+            gradient[component], mask, axis, spacing, missing_weight
+        )
+        blocks.append(matrix)
+        targets.append(target)
+        weights.append(weight)
+    return sp.vstack(blocks).tocsr(), np.concatenate(targets), np.concatenate(weights)
+
+
 def poisson_integrate(
     gradients: torch.Tensor,
     mask: torch.Tensor | None = None,
@@ -67,21 +86,11 @@ def poisson_integrate(
         raise ValueError(f"need missing_weight >= 0 and eps > 0, got {missing_weight}, {eps}")
     grads = gradients.detach().cpu().double().numpy()
     masks = mask.detach().cpu().numpy().astype(bool)
-    spacing_x, spacing_y = 2.0 / n_cols, 2.0 / n_rows
     size = n_rows * n_cols
     out = np.zeros((batch, n_rows, n_cols))
     for item in range(batch):
-        blocks, targets, weights = [], [], []
-        for axis, component, spacing in ((1, 0, spacing_x), (0, 1, spacing_y)):
-            matrix, target, weight = _edge_system(
-                grads[item, component], masks[item], axis, spacing, missing_weight
-            )
-            blocks.append(matrix)
-            targets.append(target)
-            weights.append(weight)
-        matrix = sp.vstack(blocks).tocsr()
-        weight = sp.diags(np.concatenate(weights))
-        target = np.concatenate(targets)
+        matrix, target, weights = poisson_system(grads[item], masks[item], missing_weight)
+        weight = sp.diags(weights)
         normal = (matrix.T @ weight @ matrix + eps * sp.identity(size)).tocsc()
         solution = spla.spsolve(normal, matrix.T @ (weight @ target))
         out[item] = (solution - solution.mean()).reshape(n_rows, n_cols)

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from funknn_fast.models.funknn import FunkNN
+from funknn_fast.prior.baselines import BicubicField, total_variation, tv_ct, tv_poisson
 from funknn_fast.prior.fbp import fbp
 from funknn_fast.prior.generator import ContinuousPrior
 from funknn_fast.prior.metrics import shift_invariant_snr, snr
@@ -79,6 +80,8 @@ class SolveConfig:
     init_finetune_steps: int = 0
     init_finetune_lr: float = 1e-3
     seed: int = 0
+    baseline_tv_weight: float | None = None  # None: BASELINE_DEFAULTS of the problem
+    baseline_steps: int = 3000
 
     def __post_init__(self) -> None:
         for name in ("size", "angles"):
@@ -91,6 +94,10 @@ class SolveConfig:
             raise ValueError(f"sparse_fraction must be in (0, 1], got {self.sparse_fraction}")
         if self.queries is not None and self.queries < 1:
             raise ValueError(f"queries must be >= 1 or None, got {self.queries}")
+        if self.baseline_steps < 0:
+            raise ValueError(f"baseline_steps must be >= 0, got {self.baseline_steps}")
+        if self.baseline_tv_weight is not None and self.baseline_tv_weight < 0:
+            raise ValueError(f"baseline_tv_weight must be >= 0, got {self.baseline_tv_weight}")
         for name in ("z_lr", "finetune_lr", "init_lr", "init_finetune_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -116,10 +123,51 @@ PROBLEM_DEFAULTS: dict[str, dict[str, float | int]] = {
 }
 
 
-def default_config(kind: str, **overrides) -> SolveConfig:
-    """``SolveConfig`` with :data:`PROBLEM_DEFAULTS` of ``kind``, then ``overrides``."""
+# TV weight of the iterative baselines (``tv`` for CT, ``tv-poisson``), tuned on validation
+# phantoms only (benchmarks/prior_tune.py, docs/prior.md): the best mean SNR (CT) or
+# shift-invariant SNR (derivatives) over a grid, validation phantoms 0-9, noise seeds 0 and 1.
+BASELINE_DEFAULTS: dict[str, float] = {
+    "ct": 1e-3,
+    "derivatives": 1e-3,
+    "sparse-derivatives": 1e-3,
+}
+
+# Methods of ``funknn solve --method`` per problem (docs/prior.md):
+# prior               the solver with PROBLEM_DEFAULTS (for CT: the paper's z = 0 protocol)
+# fbp, poisson        the classical baselines
+# tv, tv-poisson      the TV-regularised iterative baselines (BASELINE_DEFAULTS)
+# bicubic             the prior's solver with bicubic interpolation of G(z) instead of FunkNN
+# warm-start          the warm-start stages alone (no data term; CT: 200 + 1500 steps on FBP)
+# funknn-of-baseline  FunkNN of the baseline area-averaged to the generator resolution (no
+#                     generator at all: the warm start's target)
+# zero-start          the paper's protocol: z = 0, 300 z steps (lr 0.05) + 100 decoder steps
+#                     (lr 1e-4), no warm start (SolveConfig's own defaults)
+_ABLATIONS = ("bicubic", "warm-start", "funknn-of-baseline", "zero-start")
+METHODS: dict[str, tuple[str, ...]] = {
+    "ct": ("prior", "fbp", "tv", *_ABLATIONS),
+    "derivatives": ("prior", "poisson", "tv-poisson", *_ABLATIONS),
+    "sparse-derivatives": ("prior", "poisson", "tv-poisson", *_ABLATIONS),
+}
+# Warm start used by ``--method warm-start`` when the problem's defaults have none (CT).
+_WARM_START_ONLY = {"init_steps": 200, "init_finetune_steps": 1500}
+
+
+def _check_method(kind: str, method: str) -> None:
     _check_kind(kind)
-    return SolveConfig(**{**PROBLEM_DEFAULTS[kind], **overrides})
+    if method not in METHODS[kind]:
+        raise ValueError(f"method for {kind} must be one of {METHODS[kind]}, got {method!r}")
+
+
+def default_config(kind: str, method: str = "prior", **overrides) -> SolveConfig:
+    """``SolveConfig`` of ``method`` for problem ``kind``: :data:`PROBLEM_DEFAULTS` of ``kind``
+    (none for ``zero-start``; ``warm-start`` without the data stages), then ``overrides``."""
+    _check_method(kind, method)
+    values = {} if method == "zero-start" else dict(PROBLEM_DEFAULTS[kind])
+    if method == "warm-start":
+        values.update(z_steps=0, finetune_steps=0)
+        if not values.get("init_steps") and not values.get("init_finetune_steps"):
+            values.update(_WARM_START_ONLY)
+    return SolveConfig(**{**values, **overrides})
 
 
 @dataclass
@@ -225,13 +273,6 @@ def spatial_gradient(
     values = field_fn(points, images)[..., 0]
     (gradient,) = torch.autograd.grad(values.sum(), points, create_graph=True)
     return gradient
-
-
-def total_variation(images: torch.Tensor) -> torch.Tensor:
-    """Mean anisotropic TV ``mean |dx| + mean |dy|`` of ``images (B, C, h, w)``."""
-    dx = images[..., :, 1:] - images[..., :, :-1]
-    dy = images[..., 1:, :] - images[..., :-1, :]
-    return dx.abs().mean() + dy.abs().mean()
 
 
 def data_loss(
@@ -353,6 +394,60 @@ def solve(
     return {"estimate": estimate, "low_res": images, "losses": losses, "z": z.detach()}
 
 
+def with_field(prior: ContinuousPrior, field_fn: nn.Module) -> ContinuousPrior:
+    """The same generator with ``field_fn`` in place of FunkNN (e.g. :class:`BicubicField`)."""
+    swapped = ContinuousPrior(prior.autoencoder, prior.flow, field_fn).eval()
+    swapped.info = getattr(prior, "info", {})
+    return swapped
+
+
+def baseline_tv_weight(kind: str, config: SolveConfig) -> float:
+    """``config.baseline_tv_weight``, or the validation-tuned :data:`BASELINE_DEFAULTS`."""
+    _check_kind(kind)
+    weight = config.baseline_tv_weight
+    return BASELINE_DEFAULTS[kind] if weight is None else weight
+
+
+def run_method(
+    method: str,
+    problem: Problem,
+    prior: ContinuousPrior,
+    config: SolveConfig,
+    progress: Progress | None = None,
+) -> dict:
+    """Solve a single-image ``problem`` with ``method`` (:data:`METHODS`): ``estimate
+    (1, 1, n, n)`` and ``losses`` (per phase; empty for the direct methods)."""
+    _check_method(problem.kind, method)
+    if problem.truth.shape[0] != 1:
+        raise ValueError("run_method takes a single-image problem: use problem.select(i)")
+    n = problem.truth.shape[-1]
+    if method in ("prior", "zero-start", "warm-start"):
+        return solve(problem, prior, config, progress)
+    if method == "bicubic":
+        return solve(problem, with_field(prior, BicubicField(prior.funknn.channels)), config,
+                     progress)
+    if method in ("fbp", "poisson"):
+        return {"estimate": baseline(problem), "losses": {}}
+    if method == "funknn-of-baseline":
+        return {"estimate": funknn_of_baseline(baseline(problem), prior, n), "losses": {}}
+    weight = baseline_tv_weight(problem.kind, config)
+    if method == "tv":
+        estimate, losses = tv_ct(problem.sinogram, problem.angles, problem.positions, n,
+                                 weight, config.baseline_steps)
+    else:
+        gradients = problem.gradients.reshape(1, n, n, 2).permute(0, 3, 1, 2)
+        estimate, losses = tv_poisson(gradients, problem.mask.reshape(1, n, n), weight,
+                                      config.baseline_steps)
+    return {"estimate": estimate.float(), "losses": {"baseline": losses}}
+
+
+def method_steps(method: str, config: SolveConfig) -> int:
+    """Progress steps of ``method`` (for progress bars)."""
+    if method in ("fbp", "poisson", "funknn-of-baseline", "tv", "tv-poisson"):
+        return 0
+    return config.total_steps
+
+
 @torch.no_grad()
 def autoencoder_projection(
     problem: Problem, prior: ContinuousPrior, size: int, edge_width: float
@@ -372,9 +467,10 @@ def funknn_of_baseline(
     return prior.render(low, size)
 
 
-def metrics(truth: torch.Tensor, estimate: torch.Tensor) -> dict[str, list[float]]:
-    """Per-image ``snr`` and ``si_snr`` (dB) of ``estimate`` against ``truth``."""
+def metrics(estimate: torch.Tensor, truth: torch.Tensor) -> dict[str, list[float]]:
+    """Per-image ``snr`` and ``si_snr`` (dB) of ``estimate`` against ``truth`` (both
+    ``(B, 1, n, n)``; the argument order of :mod:`.metrics`)."""
     return {
-        "snr": snr(truth, estimate).tolist(),
-        "si_snr": shift_invariant_snr(truth, estimate).tolist(),
+        "snr": snr(estimate, truth).tolist(),
+        "si_snr": shift_invariant_snr(estimate, truth).tolist(),
     }

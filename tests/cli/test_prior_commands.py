@@ -50,39 +50,90 @@ def test_sample_reports_user_errors(tmp_path, capsys):
     assert main(["sample", "--n", "0"]) == 2
 
 
+def _direct(prior_path, problem, method, indices, split="test", **overrides):
+    """What ``funknn solve`` should compute, by the library: per-image metrics of ``method``."""
+    from funknn_fast.prior import solvers
+    from funknn_fast.prior.generator import load_prior
+    from funknn_fast.prior.phantoms import phantom_parameters
+
+    prior = load_prior(prior_path)
+    config = solvers.default_config(problem, method, **overrides)
+    params = phantom_parameters(indices, split, 0)
+    observed = solvers.make_problem(problem, params, config, 0.15)
+    results = [solvers.run_method(method, observed.select(k), prior, config)
+               for k in range(len(indices))]
+    estimate = torch.cat([result["estimate"] for result in results])
+    return (solvers.metrics(estimate, observed.truth),
+            solvers.metrics(solvers.baseline(observed), observed.truth), results)
+
+
 @pytest.mark.parametrize("problem", ["ct", "sparse-derivatives"])
-def test_solve_writes_metrics_and_figure(problem, prior_path, tmp_path):
+def test_solve_writes_what_the_library_computes(problem, prior_path, tmp_path):
     code = main(["solve", problem, "--weights", str(prior_path), "--n-images", "2",
                  "--size", "12", "--z-steps", "2", "--finetune-steps", "1", "--angles", "6",
                  "--queries", "32", "--out-dir", str(tmp_path), "--quiet"])
     assert code == 0
     record = json.loads((tmp_path / f"{problem}.json").read_text())
-    assert record["indices"] == [0, 1]
-    assert len(record["per_image"]["prior"]["si_snr"]) == 2
-    assert set(record["mean"]) == {"prior", "baseline", "autoencoder_projection",
-                                   "funknn_of_baseline"}
-    assert record["config"]["z_steps"] == 2
+    assert record["indices"] == [0, 1] and record["method"] == "prior"
+    estimate, baseline, _ = _direct(prior_path, problem, "prior", [0, 1], size=12, z_steps=2,
+                                    finetune_steps=1, angles=6, queries=32)
+    for key in ("snr", "si_snr"):
+        np.testing.assert_allclose(record["per_image"]["estimate"][key], estimate[key],
+                                   rtol=1e-6)
+        np.testing.assert_allclose(record["per_image"]["baseline"][key], baseline[key],
+                                   rtol=1e-9)
     assert Image.open(tmp_path / f"{problem}.png").format == "PNG"
 
 
-def test_solve_derivatives_uses_the_problem_defaults(prior_path, tmp_path):
-    from funknn_fast.prior.solvers import PROBLEM_DEFAULTS
-
+def test_solve_derivatives_runs_the_problem_defaults(prior_path, tmp_path):
+    """The final loss of the command equals the library's with PROBLEM_DEFAULTS (warm start of
+    z and of the decoder copy included): a default lost on the way changes it."""
     code = main(["solve", "derivatives", "--weights", str(prior_path), "--n-images", "1",
                  "--size", "12", "--z-steps", "2", "--init-finetune-steps", "3",
                  "--finetune-steps", "1", "--queries", "32", "--out-dir", str(tmp_path),
                  "--quiet"])
     assert code == 0
-    config = json.loads((tmp_path / "derivatives.json").read_text())["config"]
-    assert config["init_steps"] == PROBLEM_DEFAULTS["derivatives"]["init_steps"] > 0
-    assert config["finetune_lr"] == PROBLEM_DEFAULTS["derivatives"]["finetune_lr"]
-    assert (config["z_steps"], config["init_finetune_steps"], config["finetune_steps"]) == (2, 3, 1)
+    record = json.loads((tmp_path / "derivatives.json").read_text())
+    _, _, results = _direct(prior_path, "derivatives", "prior", [0], size=12, z_steps=2,
+                            init_finetune_steps=3, finetune_steps=1, queries=32)
+    losses = results[0]["losses"]
+    assert len(losses["init"]) > 0
+    assert record["final_loss"][0] == pytest.approx(losses["finetune"][-1], rel=1e-6)
 
 
-def test_solve_rejects_bad_options(prior_path, tmp_path):
+@pytest.mark.parametrize(("problem", "method"), [("ct", "tv"), ("ct", "fbp"),
+                                                 ("derivatives", "tv-poisson"),
+                                                 ("sparse-derivatives", "funknn-of-baseline")])
+def test_solve_methods_on_the_validation_split(problem, method, prior_path, tmp_path):
+    code = main(["solve", problem, "--method", method, "--split", "validation", "--seed", "1",
+                 "--weights", str(prior_path), "--n-images", "2", "--size", "12",
+                 "--angles", "6", "--baseline-tv-weight", "1e-3", "--baseline-steps", "200",
+                 "--out-dir", str(tmp_path), "--quiet"])
+    assert code == 0
+    record = json.loads((tmp_path / f"{problem}-{method}-seed1.json").read_text())
+    assert (record["method"], record["split"], record["seed"]) == (method, "validation", 1)
+    estimate, baseline, _ = _direct(prior_path, problem, method, [0, 1], "validation", size=12,
+                                    angles=6, baseline_tv_weight=1e-3, baseline_steps=200,
+                                    seed=1)
+    for key in ("snr", "si_snr"):
+        np.testing.assert_allclose(record["per_image"]["estimate"][key], estimate[key],
+                                   rtol=1e-6)
+        np.testing.assert_allclose(record["per_image"]["baseline"][key], baseline[key],
+                                   rtol=1e-9)
+    if method == "fbp":
+        assert record["per_image"]["estimate"] == record["per_image"]["baseline"]
+    test_scores = _direct(prior_path, problem, method, [0, 1], "test", size=12, angles=6,
+                          baseline_tv_weight=1e-3, baseline_steps=200, seed=1)[1]
+    assert test_scores["snr"] != baseline["snr"]  # the splits hold different phantoms
+
+
+def test_solve_rejects_bad_options(prior_path, tmp_path, capsys):
     assert main(["solve", "ct", "--weights", str(prior_path), "--n-images", "0"]) == 2
     assert main(["solve", "ct", "--weights", str(prior_path), "--sparse-fraction", "2"]) == 2
     assert main(["solve", "ct", "--weights", str(prior_path), "--workers", "0"]) == 2
+    capsys.readouterr()
+    assert main(["solve", "derivatives", "--weights", str(prior_path), "--method", "tv"]) == 2
+    assert "--method" in capsys.readouterr().err
 
 
 def test_solve_with_workers_matches_one_process(prior_path, tmp_path):
@@ -96,6 +147,6 @@ def test_solve_with_workers_matches_one_process(prior_path, tmp_path):
     two = json.loads((tmp_path / "two" / "sparse-derivatives.json").read_text())
     assert one["indices"] == two["indices"] == [2, 3, 4]
     assert two["workers"] == 2
-    np.testing.assert_allclose(two["per_image"]["prior"]["si_snr"],
-                               one["per_image"]["prior"]["si_snr"], rtol=1e-5)
+    np.testing.assert_allclose(two["per_image"]["estimate"]["si_snr"],
+                               one["per_image"]["estimate"]["si_snr"], rtol=1e-5)
     np.testing.assert_allclose(two["final_loss"], one["final_loss"], rtol=1e-5)

@@ -12,15 +12,6 @@ from funknn_fast.prior.autoencoder import (
 from funknn_fast.prior.phantoms import phantom_parameters, rasterize
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_shapes_and_config_round_trip():
     model = AutoEncoder(size=16, channels=(4, 8), latent=5)
     images = torch.randn(3, 1, 16, 16)

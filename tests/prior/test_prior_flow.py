@@ -6,15 +6,6 @@ import torch
 from funknn_fast.prior.flow import LatentFlow
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _flow() -> LatentFlow:
     torch.manual_seed(0)
     flow = LatentFlow(6, couplings=3, hidden=(16,)).double()

@@ -15,15 +15,6 @@ from funknn_fast.prior.generator import (
 from funknn_fast.prior.phantoms import pixel_centers
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_prior() -> ContinuousPrior:
     torch.manual_seed(0)
     return ContinuousPrior(AutoEncoder(16, (4, 4), 4), LatentFlow(4, 1, (8,)),

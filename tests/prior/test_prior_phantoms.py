@@ -14,15 +14,6 @@ from funknn_fast.prior.phantoms import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_parameters_are_deterministic_per_index_and_split():
     a = phantom_parameters([0, 5, 7], "train", seed=3)
     b = phantom_parameters([7], "train", seed=3)

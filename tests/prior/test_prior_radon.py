@@ -19,15 +19,6 @@ from funknn_fast.prior.radon import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 

@@ -11,16 +11,14 @@ from funknn_fast.prior.autoencoder import AutoEncoder
 from funknn_fast.prior.flow import LatentFlow
 from funknn_fast.prior.generator import ContinuousPrior
 from funknn_fast.prior.metrics import snr
-from funknn_fast.prior.phantoms import phantom_parameters
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from funknn_fast.prior.phantoms import ellipse_function, phantom_parameters, pixel_centers
+from funknn_fast.prior.radon import (
+    detector_positions,
+    full_angles,
+    image_function,
+    limited_angles,
+    radon,
+)
 
 EDGE = 0.15
 
@@ -46,19 +44,41 @@ def test_observations():
     ct = solvers.make_problem("ct", params, config, EDGE)
     assert ct.sinogram.shape == (2, 1, 12, math.ceil(16 * math.sqrt(2)))
     torch.testing.assert_close(ct.angles[[0, -1]], torch.tensor([-70.0, 70.0]).deg2rad())
-    noise_snr = snr(ct.extra["clean_sinogram"], ct.sinogram)
+    noise_snr = snr(ct.sinogram, ct.extra["clean_sinogram"])
     assert ((noise_snr > 28.5) & (noise_snr < 31.5)).all(), noise_snr
     with pytest.raises(ValueError, match="problem"):
         solvers.make_problem("mri", params, config, EDGE)
 
 
-def test_baselines_recover_the_phantoms_reasonably():
+def test_baselines_recover_the_phantoms_to_their_measured_quality():
+    """Measured (deterministic): Poisson SI-SNR 23.54 dB (dense); FBP SNR 9.32 dB at 60 limited
+    angles (30 dB noise) and 24.87 dB from exact projections over 180 degrees (90 angles),
+    where a 5% amplitude error gives 21.77 dB and a 15% one 16.49 dB."""
     config = solvers.SolveConfig(size=24, angles=60)
     params = phantom_parameters([2], "test")
     dense = solvers.make_problem("derivatives", params, config, EDGE)
-    assert solvers.metrics(dense.truth, solvers.baseline(dense))["si_snr"][0] > 15
+    score = solvers.metrics(solvers.baseline(dense), dense.truth)["si_snr"][0]
+    assert 23.2 < score < 23.9, score
     ct = solvers.make_problem("ct", params, config, EDGE)
-    assert solvers.baseline(ct).shape == (1, 1, 24, 24)
+    limited = solvers.metrics(solvers.baseline(ct), ct.truth)["snr"][0]
+    assert 9.0 < limited < 9.6, limited
+    ct.angles = full_angles(90).float()
+    ct.sinogram = radon(lambda c: ellipse_function(params, c, EDGE), full_angles(90),
+                        ct.positions.double(), 1, samples_per_ray=48).float()
+    full = solvers.metrics(solvers.baseline(ct), ct.truth)["snr"][0]
+    assert 24.5 < full < 25.2, full
+
+
+def test_ct_observations_agree_with_the_solvers_forward_model():
+    """The sinogram of the continuous phantom (exact integration + 30 dB noise) against the
+    solver's model (the phantom on the n x n grid, bilinear, n samples per ray): normalised
+    misfit 1.10e-3 measured (the noise alone: 1.02e-3); a 5% scale error gives 3.39e-3."""
+    config = solvers.SolveConfig(size=32, angles=20)
+    problem = solvers.make_problem("ct", phantom_parameters([1], "test"), config, EDGE)
+    model = radon(image_function(problem.truth), problem.angles, problem.positions, 1,
+                  samples_per_ray=config.size)
+    misfit = ((model - problem.sinogram).pow(2).sum() / problem.sinogram.pow(2).sum()).item()
+    assert 1.0e-3 < misfit < 1.25e-3, misfit
 
 
 def test_forward_mode_gradient_matches_autograd():
@@ -73,6 +93,50 @@ def test_forward_mode_gradient_matches_autograd():
 
     torch.testing.assert_close(solvers.spatial_gradient(model, coords, image),
                                solvers.spatial_gradient(Wrapped(), coords, image))
+
+
+def range_problem(kind: str, prior: ContinuousPrior, z_star: torch.Tensor,
+                  config: solvers.SolveConfig) -> solvers.Problem:
+    """Noise-free observations of ``prior`` at ``z_star`` through the solver's own forward model
+    (CT: the rendered image on the n x n grid; derivatives: FunkNN's exact gradients)."""
+    n = config.size
+    with torch.no_grad():
+        low = prior.generate(z_star)
+        truth = prior.render(low, n)
+    problem = solvers.Problem(kind, torch.zeros(1, 3, 6, dtype=torch.float64), truth)
+    if kind == "ct":
+        problem.angles = limited_angles(config.angles).float()
+        problem.positions = detector_positions(config.detector_bins, math.sqrt(2.0))
+        with torch.no_grad():
+            problem.sinogram = radon(image_function(truth), problem.angles, problem.positions,
+                                     1, samples_per_ray=n)
+        return problem
+    coords = pixel_centers(n, 1)
+    gradients = solvers.spatial_gradient(prior.funknn, coords, low).detach()
+    mask = torch.ones(1, n * n, dtype=torch.bool)
+    if kind == "sparse-derivatives":
+        keep = round(config.sparse_fraction * n * n)
+        largest = gradients.norm(dim=-1).topk(keep, dim=1).indices
+        mask = torch.zeros_like(mask).scatter_(1, largest, True)
+    problem.coords, problem.gradients, problem.mask = coords, gradients, mask
+    return problem
+
+
+@pytest.mark.parametrize("kind", solvers.PROBLEMS)
+def test_the_solver_recovers_a_latent_in_the_range_of_the_prior(kind):
+    """Data simulated from G(z*) (FunkNN on a random tiny generator), z from 0 by the z stage:
+    measured |z - z*| = 3.7e-3 (CT), 8.8e-4 (dense), 1.2e-3 (sparse) for |z*| = 2.74, and
+    SNR(FunkNN(G(z)), FunkNN(G(z*))) = 65.5 / 79.8 / 74.2 dB. Wrong sign or scale of the data
+    term (e.g. the model's sinogram or gradients times 1.1) cannot get there."""
+    prior = tiny_prior()
+    z_star = torch.randn(1, 4, generator=torch.Generator().manual_seed(0))
+    config = solvers.SolveConfig(size=12, angles=10, z_steps=150, z_lr=0.05, finetune_steps=0,
+                                 queries=None, tv_weight=0.0)
+    problem = range_problem(kind, prior, z_star, config)
+    result = solvers.solve(problem, prior, config)
+    assert (result["z"] - z_star).norm().item() < 1e-2
+    assert solvers.metrics(result["estimate"], problem.truth)["snr"][0] > 55.0
+    assert result["losses"]["z"][-1] < 1e-5 * result["losses"]["z"][0]  # measured <= 2.0e-6
 
 
 def test_total_variation():

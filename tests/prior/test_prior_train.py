@@ -8,15 +8,6 @@ import torch
 from funknn_fast.prior.generator import PriorFileError, load_parts, load_prior, read_info
 from funknn_fast.prior.train import PriorTrainConfig, main, run, schedule
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 TINY = dict(size=16, edge_width=0.1, train_count=8, channels=(4, 4), latent=4, ae_steps=3,
             ae_batch=4, flow_steps=3, flow_batch=8, couplings=2, flow_hidden=(8,),
             funknn_steps=2, funknn_batch=2, funknn_queries=8, log_every=1)
