@@ -59,10 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", "--out", dest="out", required=True,
                         help="output folder (checkpoints, model, log), created if missing")
     parser.add_argument("--mode", choices=("single", "continuous", "factor"), default=defaults.mode)
-    parser.add_argument("--variant", choices=("cnn", "mlp"), default=defaults.variant)
+    parser.add_argument("--variant", choices=("cnn", "mlp", "lattice"), default=defaults.variant)
     parser.add_argument("--activation", choices=("relu", "sin"), default=defaults.activation)
     parser.add_argument("--data", default=defaults.data,
-                        help='"bundled" (the bundled training photographs) or an image folder')
+                        help='"bundled" (the bundled training photographs), "photos" (bundled + '
+                             'fetched photographs, scripts/fetch_photos.sh) or an image folder')
+    parser.add_argument("--kernels", default=defaults.kernels,
+                        help="downscaling kernels drawn per crop: comma-separated names of "
+                             "bicubic, bilinear, area, lanczos, antialiased, blur, or 'mix' (all)")
     for name, kind in (("crop_size", int), ("batch_size", int), ("queries", int),
                        ("min_scale", float), ("max_scale", float), ("steps", int), ("lr", float),
                        ("lr_min", float), ("warmup", int), ("seed", int),
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(**_config_values(args, names))
     except (TypeError, ValueError) as error:
         raise CommandError(str(error)) from error
-    if config.data != "bundled" and not os.path.isdir(config.data):
+    if config.data not in ("bundled", "photos") and not os.path.isdir(config.data):
         raise CommandError(f"--data: no such folder: {config.data}")
     common.output_folder(args.out)
     command = "funknn " + " ".join(shlex.quote(a) for a in sys.argv[1:])

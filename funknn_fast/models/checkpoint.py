@@ -37,6 +37,27 @@ class WeightsError(ValueError):
     """Weights files are missing, unreadable or do not match their config."""
 
 
+def shipped_models() -> list[str]:
+    """Names of the shipped FunkNN weights (stems in :data:`WEIGHTS_DIR`)."""
+    names = []
+    for json_path in sorted(WEIGHTS_DIR.glob("*.json")):
+        try:
+            info = json.loads(json_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and info.get("format") == FORMAT:
+            names.append(json_path.stem)
+    return names
+
+
+def resolve_weights(name_or_path: str | os.PathLike) -> Path:
+    """A shipped model's name (``shipped_models()``) -> its path; any other value as a path."""
+    text = os.fspath(name_or_path)
+    if text in shipped_models():
+        return WEIGHTS_DIR / f"{text}.safetensors"
+    return Path(text)
+
+
 def weight_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """(safetensors, json) paths for ``path`` given with or without a suffix."""
     path = Path(path)

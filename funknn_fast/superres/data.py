@@ -22,7 +22,10 @@ horizontal/vertical flips and transposition, then per mode ("single" | "continuo
   * single:     low resolution d = n / 2, target the n x n crop;
   * continuous: d uniform integer with n / max_scale <= d <= n / min_scale, target n x n;
   * factor:     d uniform integer in [n / 8, n / 2), target the crop downscaled to 2d x 2d;
-and ``queries`` random target pixels (with replacement) queried at their centres.
+and ``queries`` random target pixels (with replacement) queried at their centres. The
+low-resolution crop is made by :func:`downscale` (``kernels=("antialiased",)``, the default), or
+with a kernel drawn uniformly per crop from ``kernels`` (``degradations.KERNELS``: bicubic,
+bilinear, area, lanczos, antialiased, blur; blur's sigma drawn in ``BLUR_SIGMA_RANGE``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from funknn_fast.extras import require
+from funknn_fast.superres.degradations import BLUR_SIGMA_RANGE, KERNELS, degrade
 from funknn_fast.superres.image_io import IMAGE_SUFFIXES, read_image, write_image
 
 MODES = ("single", "continuous", "factor")
@@ -171,6 +175,7 @@ class CropSampler:
         queries: int = 512,
         min_scale: float = 2.0,
         max_scale: float = 4.0,
+        kernels: Sequence[str] = ("antialiased",),
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -187,6 +192,10 @@ class CropSampler:
         self.crop_size = crop_size
         self.mode = mode
         self.queries = queries
+        unknown = [k for k in kernels if k not in KERNELS]
+        if not kernels or unknown:
+            raise ValueError(f"kernels must be a non-empty subset of {KERNELS}, got {kernels!r}")
+        self.kernels = tuple(kernels)
         self.low_range = (
             max(1, math.ceil(crop_size / max_scale)), max(1, math.floor(crop_size / min_scale))
         )
@@ -227,7 +236,13 @@ class CropSampler:
         else:
             low_size = self._randint(max(1, math.ceil(n / 8)), max(1, n // 2 - 1), generator)
             target = downscale(crop, (2 * low_size, 2 * low_size))
-        low = downscale(crop, (low_size, low_size))
+        if self.kernels == ("antialiased",):
+            low = downscale(crop, (low_size, low_size))
+        else:
+            kernel = self.kernels[self._randint(0, len(self.kernels) - 1, generator)]
+            sigma = BLUR_SIGMA_RANGE[0] + (BLUR_SIGMA_RANGE[1] - BLUR_SIGMA_RANGE[0]) * float(
+                torch.rand((), generator=generator))
+            low = degrade(crop, (low_size, low_size), kernel, blur_sigma=sigma).clamp(0, 1)
         height, width = target.shape[1:]
         index = torch.randint(0, height * width, (self.queries,), generator=generator)
         coords = torch.stack(

@@ -47,6 +47,8 @@ from funknn_fast.superres.data import (
     load_folder,
     load_photos,
 )
+from funknn_fast.superres.degradations import KERNELS
+from funknn_fast.superres.photos import training_photos
 from funknn_fast.superres.run_folder import (
     RunFolderError,
     prepare_run_folder,
@@ -61,7 +63,9 @@ class TrainConfig:
     mode: str = "continuous"
     variant: str = "cnn"
     activation: str = "relu"
-    data: str = "bundled"  # "bundled" (TRAIN_PHOTOS) or a folder of PNG/JPEG images
+    data: str = "bundled"  # "bundled" (TRAIN_PHOTOS), "photos" (photos.training_photos) or a folder
+    # downscaling kernels drawn per crop, comma-separated (degradations.KERNELS) or "mix" (all)
+    kernels: str = "antialiased"
     crop_size: int = 96
     batch_size: int = 64  # crops per step and process
     queries: int = 16  # target pixels per crop (many small crops: less correlated gradients)
@@ -84,10 +88,19 @@ class TrainConfig:
                      "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.kernel_names()  # validates
         if self.loss not in ("l1", "l2"):
             raise ValueError(f"loss must be 'l1' or 'l2', got {self.loss!r}")
         if not self.lr > 0 or self.lr_min < 0:
             raise ValueError(f"need lr > 0 and lr_min >= 0, got {self.lr}, {self.lr_min}")
+
+    def kernel_names(self) -> tuple[str, ...]:
+        """The downscaling kernels of ``kernels`` ("mix" = all of degradations.KERNELS)."""
+        names = KERNELS if self.kernels == "mix" else tuple(self.kernels.split(","))
+        if not names or any(k not in KERNELS for k in names):
+            raise ValueError(f"kernels must be 'mix' or comma-separated names from {KERNELS}, "
+                             f"got {self.kernels!r}")
+        return names
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -145,6 +158,8 @@ def _device(requested: str = "auto") -> torch.device:
 def _load_images(config: TrainConfig) -> list[torch.Tensor]:
     if config.data == "bundled":
         return load_photos(TRAIN_PHOTOS)
+    if config.data == "photos":
+        return training_photos()
     return load_folder(config.data)
 
 
@@ -237,7 +252,7 @@ def train(
     torch.manual_seed(config.seed)
     images = _load_images(config)
     sampler = CropSampler(images, config.crop_size, config.mode, config.queries,
-                          config.min_scale, config.max_scale)
+                          config.min_scale, config.max_scale, config.kernel_names())
     model = FunkNN(3, config.variant, config.activation, fused=config.fused).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, previous_seconds = 0, 0.0
