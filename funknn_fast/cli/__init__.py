@@ -7,8 +7,10 @@ the others are listed by the first line of their module docstring, so ``funknn -
 
 Exit status: 0 on success; 2 for a user error (argparse errors, and ``CommandError``: a missing or
 corrupt file, a bad option value), printed as one line ``funknn <command>: error: ...`` on stderr;
-130 after Ctrl-C, with one line ``funknn <command>: interrupted``. Options shared by the commands
-(``--device``, ``--threads``, ``--quiet``, output checks) live in ``funknn_fast.cli.common``.
+130 after Ctrl-C, with one line ``funknn <command>: interrupted``; a missing optional
+dependency is a user error that names the pip extra (``funknn_fast.extras``). Options shared by
+the commands (``--device``, ``--threads``, ``--quiet``, output checks) live in
+``funknn_fast.cli.common``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import argparse
 import importlib
 import re
 import sys
+
+from funknn_fast.extras import install_hint
 
 # command name -> module of funknn_fast.cli, in the order of ``funknn --help``
 COMMANDS: dict[str, str] = {
@@ -46,6 +50,13 @@ def summary(module_name: str) -> str:
     return plain(first.split(":", 1)[-1].strip()).rstrip(".")
 
 
+class PlainHelpParser(argparse.ArgumentParser):
+    """An ArgumentParser whose help and usage carry no reStructuredText markup."""
+
+    def format_help(self) -> str:
+        return plain(super().format_help())
+
+
 def _requested_command(argv: list[str]) -> str | None:
     """The command named on the command line (the top-level options take no values)."""
     for token in argv:
@@ -58,12 +69,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; the command named in ``argv`` (all when ``argv`` is None) in full."""
     from funknn_fast import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = PlainHelpParser(
         prog="funknn",
         description="FunkNN continuous images: super-resolution, derivatives, priors.",
     )
     parser.add_argument("--version", action="version", version=f"funknn_fast {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                       parser_class=PlainHelpParser)
     requested = _requested_command(argv) if argv is not None else None
     for name, module_name in COMMANDS.items():
         if argv is None or name == requested:
@@ -82,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CommandError as error:
         print(f"{label}: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        hint = install_hint(error.name or "")
+        if hint is None:
+            raise
+        print(f"{label}: error: {hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{label}: interrupted", file=sys.stderr)

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from funknn_fast.cli import CommandError
+from funknn_fast.cli import CommandError, common
 
 MACHINE = "2-core AMD EPYC (Zen 2) CPU"
 
@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", default=None, help="write the Markdown table here")
     parser.add_argument("--figure", default=None, help="write a side-by-side PNG here")
     parser.add_argument("--chunk", type=int, default=None, help="queries per chunk")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    common.add_device_options(parser)
+    common.add_run_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -66,16 +67,12 @@ def _load_images(names: list[str] | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from funknn_fast.cli.superres import load_weights
     from funknn_fast.superres.evaluation import evaluate, markdown_table
     from funknn_fast.superres.inference import DEFAULT_CHUNK
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CommandError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    common.apply_threads(args)
     scales = list(args.scales) + list(args.recursive_scales)
     if not scales or min(scales) < 1:
         raise CommandError(f"scales must be integers >= 1, got {scales}")
@@ -84,16 +81,18 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--recursive-scales must be powers of 2, got {scale}")
     if args.crop < 0:
         raise CommandError(f"--crop must be >= 0, got {args.crop}")
-    for option in ("results", "figure"):
-        value = getattr(args, option)
-        if value and not Path(value).parent.is_dir():
-            raise CommandError(f"--{option}: folder {Path(value).parent} does not exist")
-    model, info = load_weights(args.weights)
-    images = _load_images(args.images)
+    if args.results:
+        common.output_file(args.results, (".md",), "--results")
+    if args.figure:
+        common.output_file(args.figure, (".png",), "--figure")
+    device = common.device_of(args)
+    model, info = load_weights(args.weights, device)
+    images = {name: image.to(device) for name, image in _load_images(args.images).items()}
     began = time.perf_counter()
     try:
         results = evaluate(model, images, scales=scales, recursive=args.recursive_scales,
-                           crop=args.crop or None, chunk=args.chunk or DEFAULT_CHUNK)
+                           crop=args.crop or None, chunk=args.chunk or DEFAULT_CHUNK,
+                           progress=not args.quiet)
     except ValueError as error:
         raise CommandError(str(error)) from error
     seconds = time.perf_counter() - began

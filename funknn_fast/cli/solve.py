@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from funknn_fast.cli import CommandError
+from funknn_fast.cli import CommandError, common
 
 PROBLEMS = ("ct", "derivatives", "sparse-derivatives")
 FIGURE_ROWS = 4
@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "solve", help="inverse problems (limited-view CT, derivative inversion) with the prior",
         description=__doc__.splitlines()[0],
     )
-    parser.add_argument("problem", choices=PROBLEMS)
+    parser.add_argument("problem", choices=PROBLEMS,
+                        help="limited-view CT, dense or sparse derivative inversion")
     parser.add_argument("--method", default="prior",
                         help="prior (default), fbp / tv (ct), poisson / tv-poisson (derivative "
                              "problems), or an ablation: bicubic, warm-start, "
@@ -50,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", help="prior file stem (default: the shipped prior)")
     parser.add_argument("--n-images", type=int, default=4, help="number of test phantoms")
     parser.add_argument("--first", type=int, default=0, help="first test phantom index")
-    parser.add_argument("--out-dir", default="solve_results", help="folder for PNG + JSON")
+    parser.add_argument("-o", "--output", "--out-dir", dest="out_dir", default="solve_results",
+                        help="output folder for PNG + JSON (created if missing)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (per worker)")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes solving images in parallel (default 1)")
@@ -241,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--method for {args.problem} must be one of "
                            f"{', '.join(solvers.METHODS[args.problem])}, got {args.method!r}")
     config = _config(args)
+    common.output_folder(args.out_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

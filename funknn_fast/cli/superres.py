@@ -30,7 +30,7 @@ import re
 import time
 from pathlib import Path
 
-from funknn_fast.cli import CommandError, common, plain
+from funknn_fast.cli import CommandError, common
 
 MAX_OUTPUT_PIXELS = 1 << 28
 DEMO_PHOTO = "astronaut"
@@ -43,7 +43,7 @@ IF_EXISTS = ("overwrite", "skip", "error")
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "superres", help="render images larger (or smaller) with FunkNN",
-        description=plain(__doc__.split("\n\nThe demo")[0]),
+        description=__doc__.split("\n\nThe demo")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="image files or folders of images (PNG, JPEG, TIFF, ...)")

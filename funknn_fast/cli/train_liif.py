@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from funknn_fast.cli import CommandError
+from funknn_fast.cli import CommandError, common
 
 PROTOCOL_FIELDS = ("mode", "data", "crop_size", "batch_size", "queries", "min_scale",
                    "max_scale", "loss", "seed")
@@ -23,23 +23,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train-liif", help="train the LIIF baseline (EDSR-baseline or 140K) on FunkNN's data",
         description=__doc__.splitlines()[0],
     )
-    parser.add_argument("--size", choices=("edsr", "140k"), default="edsr")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--name", help="weights file stem (default liif_<size>)")
+    parser.add_argument("--model", "--size", dest="size", choices=("edsr", "140k"),
+                        default="edsr", help="LIIF-EDSR (1.5 M parameters) or LIIF-140K")
+    parser.add_argument("-o", "--output", "--out", dest="out", required=True,
+                        help="output folder (created if missing)")
+    parser.add_argument("--name", help="weights file stem (default liif_<model>)")
     parser.add_argument("--match-funknn", metavar="WEIGHTS",
                         help="FunkNN weights (.json/.safetensors): copy their protocol, budget")
-    parser.add_argument("--mode", choices=("single", "continuous", "factor"))
+    parser.add_argument("--mode", choices=("single", "continuous", "factor"),
+                        help="training mode, as for funknn train (default: continuous)")
     parser.add_argument("--data", help='"bundled" or a folder of PNG/JPEG images')
-    parser.add_argument("--loss", choices=("l1", "l2"))
+    parser.add_argument("--loss", choices=("l1", "l2"), help="training loss (default: l1)")
     parser.add_argument("--clock", choices=("wall", "cpu"),
                         help="what --max-seconds counts: wall-clock seconds (default) or this "
                              "process's CPU seconds (fair when other jobs share the machine)")
-    for name, kind in (("crop-size", int), ("batch-size", int), ("queries", int),
-                       ("min-scale", float), ("max-scale", float), ("steps", int),
-                       ("max-seconds", float), ("lr", float), ("lr-min", float),
-                       ("warmup", int), ("seed", int), ("checkpoint-every", int),
-                       ("log-every", int), ("threads", int)):
-        parser.add_argument(f"--{name}", type=kind)
+    for name, kind, text in (
+        ("crop-size", int, "side of the random training crops"),
+        ("batch-size", int, "crops per step"),
+        ("queries", int, "random target pixels per crop"),
+        ("min-scale", float, "smallest upscaling factor drawn"),
+        ("max-scale", float, "largest upscaling factor drawn"),
+        ("steps", int, "Adam steps"),
+        ("max-seconds", float, "training budget in seconds (see --clock)"),
+        ("lr", float, "peak learning rate"),
+        ("lr-min", float, "final learning rate of the cosine decay"),
+        ("warmup", int, "steps of linear warm-up"),
+        ("seed", int, "random seed"),
+        ("checkpoint-every", int, "steps between checkpoints"),
+        ("log-every", int, "steps between log records"),
+        ("threads", int, "torch CPU threads"),
+    ):
+        parser.add_argument(f"--{name}", type=kind,
+                            help=f"{text} (default: LIIFTrainConfig's, or --match-funknn's)")
     parser.set_defaults(func=run)
 
 
@@ -76,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         config = LIIFTrainConfig(**values)
     except ValueError as error:
         raise CommandError(str(error)) from error
+    common.output_folder(args.out)
     train_liif(config, args.out, args.name)
     print(f"wrote {Path(args.out) / ((args.name or f'liif_{args.size}') + '.safetensors')}")
     return 0

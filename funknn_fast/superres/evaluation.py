@@ -77,13 +77,18 @@ def evaluate(
     recursive: Sequence[int] = (),
     crop: int | None = 240,
     chunk: int = DEFAULT_CHUNK,
+    progress: bool = False,
 ) -> list[Result]:
-    """Scores of every method, image and scale (see module docstring)."""
+    """Scores of every method, image and scale (see module docstring); ``progress``: a tqdm bar
+    over the images."""
+    from tqdm import tqdm
+
     if images is None:
         images = {name: load_bundled_photo(name) for name in TEST_PHOTOS}
     multiple = math.lcm(*[int(s) for s in scales])
     results = []
-    for name, image in images.items():
+    for name, image in tqdm(images.items(), desc="eval", unit="image", disable=not progress,
+                            leave=False):
         truth = ground_truth(image, crop, multiple)
         size = (truth.shape[1], truth.shape[2])
         for scale in scales:
