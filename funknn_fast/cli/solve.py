@@ -270,12 +270,13 @@ def run(args: argparse.Namespace) -> int:
               f" dB, SI-SNR {base['si_snr'][0]:.2f} dB ({outcome['seconds']:.0f} s)", flush=True)
     ordered = [solved[k] for k in range(len(indices))]
     estimate = torch.cat([outcome["estimate"] for outcome in ordered])
+    params = problem.params
     results = {
-        "estimate": solvers.metrics(estimate, problem.truth),
-        "baseline": solvers.metrics(baseline, problem.truth),
-        "autoencoder_projection": solvers.metrics(projection, problem.truth),
+        "estimate": solvers.metrics(estimate, problem.truth, params),
+        "baseline": solvers.metrics(baseline, problem.truth, params),
+        "autoencoder_projection": solvers.metrics(projection, problem.truth, params),
         "funknn_of_baseline": solvers.metrics(
-            solvers.funknn_of_baseline(baseline, prior, config.size), problem.truth),
+            solvers.funknn_of_baseline(baseline, prior, config.size), problem.truth, params),
     }
     summary = {
         name: {key: sum(values) / len(values) for key, values in scores.items()}
@@ -311,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
         row = {"index": indices[k], "truth": problem.truth[k, 0].numpy(),
                "baseline": baseline[k, 0].numpy(), "estimate": estimate[k, 0].numpy()}
         for name in ("baseline", "estimate"):
-            for key in ("snr", "si_snr"):
+            for key in ("snr", "si_snr", "detail_snr"):
                 row[f"{name}_{key}"] = results[name][key][k]
         rows.append(row)
     _figure(png_path, args.problem, rows, baseline_name, args.method)

@@ -24,14 +24,27 @@ def test_shapes_and_config_round_trip():
         model(torch.randn(1, 1, 8, 8))
 
 
-def test_laplacian_pyramid_sums_back_and_its_loss_separates_images():
+def test_laplacian_pyramid_bands_and_its_loss():
+    """Band j is ``I_j - blur(I_j)``, ``I_{j+1} = avgpool(blur(I_j))`` (not invertible: the
+    pyramid does not sum back). The normalised symmetric binomial blur keeps constants (every
+    band 0, the low-pass = the constant) and linear ramps away from the border (band 0 = 0
+    there); the loss is ``sum_j 2^j mean |L_j(a) - L_j(b)|``."""
+    constant = torch.full((1, 1, 32, 32), 0.7, dtype=torch.float64)
+    bands = laplacian_pyramid(constant, levels=3)
+    assert [b.shape[-1] for b in bands] == [32, 16, 8, 4]
+    for band in bands[:-1]:
+        assert band.abs().max() < 1e-12
+    torch.testing.assert_close(bands[-1], torch.full((1, 1, 4, 4), 0.7, dtype=torch.float64))
+    rows = torch.arange(32, dtype=torch.float64)
+    ramp = (0.3 * rows[:, None] - 0.2 * rows[None, :]).expand(1, 1, 32, 32)
+    assert laplacian_pyramid(ramp, levels=1)[0][..., 2:-2, 2:-2].abs().max() < 1e-12
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(2, 1, 32, 32, generator=generator, dtype=torch.float64)
-    bands = laplacian_pyramid(image, levels=3)
-    assert [b.shape[-1] for b in bands] == [32, 16, 8, 4]
     other = image + 0.1 * torch.randn(image.shape, generator=generator, dtype=torch.float64)
+    expected = sum(2.0**j * (a - b).abs().mean() for j, (a, b) in enumerate(
+        zip(laplacian_pyramid(image), laplacian_pyramid(other), strict=True)))
+    torch.testing.assert_close(laplacian_pyramid_l1(image, other), expected)
     assert laplacian_pyramid_l1(image, image) == 0
-    assert laplacian_pyramid_l1(image, other) > 0
     assert reconstruction_loss(other, image) > reconstruction_loss(image, image)
 
 

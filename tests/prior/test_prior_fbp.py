@@ -31,16 +31,20 @@ def test_ramp_filter_is_the_linear_convolution_with_the_ram_lak_kernel():
 
 
 def test_fbp_reconstructs_ellipse_phantoms_from_exact_projections():
+    """Measured (deterministic): 27.60 / 27.32 dB over 180 degrees (a 5% amplitude error
+    gives 23.8 / 23.7 dB, 15%: 16.2 dB) and 10.12 / 10.05 dB at 60 angles in [-70, 70]."""
     params = phantom_parameters([0, 1], "test")
     positions = detector_positions(96, dtype=torch.float64)
     truth = rasterize(params, 64, 0.0, supersample=4, dtype=torch.float64)
     full = full_angles(96)
     reconstruction = fbp(ellipse_projection(params, full, positions), full, positions, 64)
     full_snr = snr(reconstruction, truth)
-    assert (full_snr > 14.0).all(), full_snr
+    torch.testing.assert_close(full_snr, torch.tensor([27.60, 27.32], dtype=torch.float64),
+                               atol=0.15, rtol=0)
     limited = limited_angles(60)
     partial = fbp(ellipse_projection(params, limited, positions), limited, positions, 64)
-    assert (snr(partial, truth) < full_snr - 2.0).all()
+    torch.testing.assert_close(snr(partial, truth),
+                               torch.tensor([10.12, 10.05], dtype=torch.float64), atol=0.15, rtol=0)
 
 
 def test_fbp_rejects_inconsistent_inputs():

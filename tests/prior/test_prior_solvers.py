@@ -267,3 +267,38 @@ def test_funknn_of_baseline_averages_to_the_generator_resolution():
     assert rendered.shape == (2, 1, 20, 20)
     torch.testing.assert_close(rendered, prior.render(low, 20))
     assert not torch.allclose(rendered, prior.render(blocky[..., :16, :16], 20))
+
+
+def test_sparse_loss_adds_the_tv_of_the_generator_image():
+    """The sparse-derivative loss is the gradient misfit plus ``tv_weight * TV(G)``, exactly."""
+    prior = tiny_prior()
+    config = solvers.SolveConfig(size=12, queries=None, tv_weight=0.0)
+    problem = solvers.make_problem("sparse-derivatives", phantom_parameters([2], "test"), config,
+                                   EDGE)
+    images = prior.generate(torch.randn(1, 4, generator=torch.Generator().manual_seed(4)))
+    plain = solvers.data_loss(problem, prior, images, config, torch.Generator())
+    weighted = solvers.data_loss(problem, prior, images,
+                                 solvers.SolveConfig(size=12, queries=None, tv_weight=0.5),
+                                 torch.Generator())
+    expected = plain + 0.5 * solvers.total_variation(images)
+    torch.testing.assert_close(weighted, expected, rtol=1e-6, atol=0)
+    assert solvers.total_variation(images).item() > 1e-3
+
+
+def test_detail_snr_scores_the_inside_of_the_body_only():
+    """Affine changes do not count; an image flat inside the body scores 0 dB; otherwise the
+    definition, computed here with numpy on the mask."""
+    params = phantom_parameters([0, 1], "test")
+    truth = solvers.rasterize(params, 32, EDGE)
+    mask = solvers.body_mask(params, 32)
+    assert mask.shape == (2, 1024) and 0.2 < mask.double().mean() < 0.5
+    assert min(solvers.detail_snr(3.0 * truth + 1.0, truth, params)) > 100
+    flat = torch.where(mask.reshape(2, 1, 32, 32), torch.tensor(0.8), truth)
+    assert solvers.detail_snr(flat, truth, params) == pytest.approx([0.0, 0.0], abs=1e-9)
+    noisy = truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(5))
+    for k, score in enumerate(solvers.detail_snr(noisy, truth, params)):
+        x = truth[k].reshape(-1)[mask[k]].double().numpy()
+        y = noisy[k].reshape(-1)[mask[k]].double().numpy()
+        x, y = x - x.mean(), y - y.mean()
+        a = (x @ y) / (y @ y)
+        assert score == pytest.approx(10 * math.log10((x @ x) / ((x - a * y) ** 2).sum()))
