@@ -4,10 +4,11 @@
         --kernels bicubic antialiased --scales 2 3 4 --threads 1 --name heldout_quality
 
 Protocol: every photograph of ``funknn_fast.superres.photos.HELDOUT_PHOTOS`` (7 mate photographs
-fetched by ``scripts/fetch_photos.sh`` + astronaut, coffee, flower) as its centred 384 x 384
-ground truth (``photos.heldout_image``); the input is its downscale by each scale with each
-kernel (``degradations.degrade``; "bicubic" = Pillow's bicubic), clamped and rounded to 8 bits
-like a saved image; every method renders the input back to 384 x 384, clamped to [0, 1];
+fetched by ``scripts/fetch_photos.sh`` + astronaut, coffee, flower) as its centred ground truth
+(``photos.heldout_image``: shorter side downscaled to ``--side``, default 384, then a centred
+square crop); the input is its downscale by each scale with each kernel
+(``degradations.degrade``; "bicubic" = Pillow's bicubic), clamped and rounded to 8 bits like a
+saved image; every method renders the input back to the ground truth's size, clamped to [0, 1];
 PSNR (RGB, no border shaved) per photograph, then mean and standard deviation over the
 photographs, and the gain over bicubic upsampling (PyTorch bicubic, a = -0.75, as
 ``evaluation.upsample``) as mean +- standard deviation of the per-photograph gains. Models are
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", nargs="+", default=["bicubic"], choices=KERNELS)
     parser.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--side", type=int, default=384,
+                        help="ground-truth side (photos.heldout_image; a multiple of the scales)")
     parser.add_argument("--name", default="heldout_quality", help="results file stem")
     parser.add_argument("--title", default="Held-out photographs per downscaling kernel "
                                             "(issue 13)")
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [renderer(n) for n in args.models]
-    truths = {n: heldout_image(n) for n in HELDOUT_PHOTOS}
+    truths = {n: heldout_image(n, args.side) for n in HELDOUT_PHOTOS}
     scores: dict[tuple[str, int, str], list[float]] = {}
     seconds: dict[str, float] = {label: 0.0 for label, _ in models}
     began = time.perf_counter()
@@ -89,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
              f"machine: {MACHINE}, Python {platform.python_version()}, torch {torch.__version__},"
              f" {args.threads} thread(s); date: {datetime.date.today()}; load average at the "
              f"end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}.", "",
-             f"{len(truths)} held-out photographs ({', '.join(truths)}), centred 384 x 384 "
-             "ground truth, input downscaled with each kernel (8-bit), PSNR in dB (RGB, no "
-             "border shaved): mean +- standard deviation over the photographs; gain = the "
-             "per-photograph PSNR minus PyTorch bicubic upsampling's, mean +- std. CPU seconds "
+             f"{len(truths)} held-out photographs ({', '.join(truths)}), each downscaled to "
+             f"a shorter side of {args.side} (Pillow bicubic) and centre-cropped to "
+             f"{args.side} x {args.side} as ground truth, input downscaled with each kernel "
+             "(8-bit), PSNR in dB (RGB, no border shaved): mean +- standard deviation over the "
+             "photographs; gain = the per-photograph PSNR minus PyTorch bicubic upsampling's, "
+             "mean +- std. CPU seconds "
              "spent rendering per model: "
              + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".", "",
              "| kernel | scale | " + " | ".join(labels) + " | "
