@@ -30,7 +30,7 @@ from funknn_fast.prior.phantoms import phantom_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 GRIDS = {
-    "ct": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    "ct": (3e-3, 1e-2, 2e-2, 5e-2, 1e-1),
     "derivatives": (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1),
     "sparse-derivatives": (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1),
 }
