@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Makes the shipped continuous prior (funknn_fast/weights/prior_ellipses.{safetensors,json}) and,
-# with EVALUATE=1, the acceptance measurements of issue 7 (docs/prior_results/).
+# with EVALUATE=1, the evaluation protocol of issue 16 (docs/prior_results/, docs/prior.md).
 #
 # Training: about TRAIN_MINUTES (default 90) on a 2-core CPU. The auto-encoder (then its latent
 # flow) and FunkNN are independent, so they train in parallel, one thread each; every stage ends
 # at its budget with a fully decayed learning rate (see funknn_fast/prior/train.py). The budgets
 # count each process's CPU time (CLOCK=cpu, the default; CLOCK=wall for the wall clock): on an
 # idle machine that is the wall clock, and other jobs only make the training take longer instead
-# of making it shorter. Evaluation: 20 held-out phantoms per problem (test split), the problems
-# one after the other, each solving its images in WORKERS processes of one thread.
+# of making it shorter. Evaluation: TV weights tuned on validation phantoms, then every method
+# of `funknn solve --method` on the test phantoms (N_IMAGES, noise draws SEEDS), each command
+# solving its images in WORKERS processes of one thread (the results do not depend on it).
 #
 #   bash scripts/train_prior.sh                 # train, then merge into the shipped files
 #   EVALUATE=1 bash scripts/train_prior.sh      # ... and run the three solve commands
@@ -24,15 +25,11 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-90}
 CLOCK=${CLOCK:-cpu}
 FLOW_MINUTES=${FLOW_MINUTES:-8}
 AE_MINUTES=$((TRAIN_MINUTES - FLOW_MINUTES))
-N_IMAGES=${N_IMAGES:-20}
+N_IMAGES=${N_IMAGES:-20}          # test phantoms of the final table
+N_ABLATION=${N_ABLATION:-20}      # test phantoms of the ablation runs
+SEEDS=${SEEDS:-"0 1"}             # noise draws
+TUNE_COUNT=${TUNE_COUNT:-4}       # validation phantoms for the TV weights
 WORKERS=${WORKERS:-2}
-# Derivative problems: Adam steps fitting G(z) (then the decoder copy, dense gradients only) to the
-# Poisson reconstruction at the generator resolution, up to the constant, before the gradient
-# loss (the defaults of `funknn solve`, docs/prior.md). The paper's z = 0 protocol instead:
-# funknn solve derivatives --init-steps 0 --init-finetune-steps 0 --z-steps 300 --finetune-steps 100
-# --finetune-lr 1e-4.
-INIT_STEPS=${INIT_STEPS:-200}
-INIT_FINETUNE_STEPS=${INIT_FINETUNE_STEPS:-1500}
 export OMP_NUM_THREADS=1
 
 # The phantom family and the model sizes (all stages must agree on the phantom options).
@@ -66,20 +63,34 @@ fi
 
 if [[ -n "${EVALUATE:-}" ]]; then
   mkdir -p "$RESULTS"
-  # Paper protocol scaled to the CPU: Adam on z, then Adam on a copy of the decoder; each stage
-  # of the derivative problems starts with the warm start on the Poisson reconstruction.
-  SOLVE=(--weights "$OUT" --n-images "$N_IMAGES" --size 64 --out-dir "$RESULTS" --threads 1
-         --workers "$WORKERS")
-  $PY -m funknn_fast.cli solve ct "${SOLVE[@]}" --angles 60 --noise-snr-db 30 \
-    --z-steps 300 --z-lr 0.05 --finetune-steps 100 --finetune-lr 1e-4 \
-    > "$RESULTS/ct.log" 2>&1
-  $PY -m funknn_fast.cli solve derivatives "${SOLVE[@]}" --queries 2048 \
-    --init-steps "$INIT_STEPS" --init-lr 0.05 --z-steps 0 \
-    --init-finetune-steps "$INIT_FINETUNE_STEPS" --init-finetune-lr 1e-3 \
-    --finetune-steps 50 --finetune-lr 3e-5 > "$RESULTS/derivatives.log" 2>&1
-  $PY -m funknn_fast.cli solve sparse-derivatives "${SOLVE[@]}" --queries 2048 \
-    --init-steps "$INIT_STEPS" --init-lr 0.05 --z-steps 50 --z-lr 0.05 \
-    --init-finetune-steps 0 --finetune-steps 200 --finetune-lr 1e-4 \
-    --sparse-fraction 0.2 --tv-weight 1e-2 > "$RESULTS/sparse-derivatives.log" 2>&1
-  tail -n 2 "$RESULTS"/*.log
+  # Issue 16 protocol. 1) TV weights of the baselines on validation phantoms only (copy the
+  # printed best weights into BASELINE_DEFAULTS of funknn_fast/prior/solvers.py).
+  $PY benchmarks/prior_tune.py --count "$TUNE_COUNT" --seeds 0 1 \
+    --out "$RESULTS/validation/tv_tuning.json" > "$RESULTS/tune.log" 2>&1
+  # 2) Test phantoms 0..N_IMAGES-1, noise draws SEEDS: the prior (paper protocol scaled to the
+  # CPU: Adam on z, then on a copy of the decoder; the derivative problems start with the warm
+  # start on the Poisson reconstruction: the defaults of funknn solve), FBP / Poisson (in every
+  # record), TV / TV-Poisson; the ablations on N_ABLATION images, seed 0.
+  SOLVE=(--weights "$OUT" --size 64 --out-dir "$RESULTS" --threads 1 --workers "$WORKERS"
+         --quiet)
+  for seed in $SEEDS; do
+    for problem in ct derivatives sparse-derivatives; do
+      $PY -m funknn_fast.cli solve "$problem" "${SOLVE[@]}" --n-images "$N_IMAGES" \
+        --seed "$seed" > "$RESULTS/$problem-prior-$seed.log" 2>&1
+    done
+    $PY -m funknn_fast.cli solve ct --method tv "${SOLVE[@]}" --n-images "$N_IMAGES" \
+      --seed "$seed" > "$RESULTS/ct-tv-$seed.log" 2>&1
+  done
+  for problem in derivatives sparse-derivatives; do  # deterministic: one draw
+    $PY -m funknn_fast.cli solve "$problem" --method tv-poisson "${SOLVE[@]}" \
+      --n-images "$N_IMAGES" > "$RESULTS/$problem-tv-poisson.log" 2>&1
+  done
+  for method in bicubic warm-start zero-start; do
+    for problem in ct derivatives sparse-derivatives; do
+      [[ "$method/$problem" == zero-start/ct ]] && continue  # identical to the prior for CT
+      $PY -m funknn_fast.cli solve "$problem" --method "$method" "${SOLVE[@]}" \
+        --n-images "$N_ABLATION" > "$RESULTS/$problem-$method.log" 2>&1
+    done
+  done
+  $PY benchmarks/prior_report.py --weights "$OUT" --results "$RESULTS"
 fi
