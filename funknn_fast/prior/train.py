@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from funknn_fast.models.funknn import FunkNN
 from funknn_fast.prior.autoencoder import AutoEncoder, reconstruction_loss
@@ -110,8 +111,10 @@ def _loop(
     loss_fn: Callable[[int, torch.Generator], torch.Tensor],
     config: PriorTrainConfig,
     log: Callable[[dict], None],
+    round_index: int = 0,
 ) -> dict:
-    generator = torch.Generator().manual_seed(config.seed)
+    # a resumed round draws other batches than the rounds before it
+    generator = torch.Generator().manual_seed(config.seed + 1_000_003 * round_index)
     start, cpu_start = time.perf_counter(), time.process_time()
     clock = CLOCKS[config.clock]
     clock_start = clock()
@@ -139,11 +142,23 @@ def _loop(
             "cpu_seconds": round(time.process_time() - cpu_start, 1), "final_loss": smoothed}
 
 
+def _start(fresh: nn.Module, initial: nn.Module | None, name: str) -> nn.Module:
+    """``fresh``, or ``initial`` (a resumed part) after checking it has the same configuration."""
+    if initial is None:
+        return fresh
+    if initial.config() != fresh.config():
+        raise ValueError(f"--resume: the {name} to resume has configuration {initial.config()}, "
+                         f"the options give {fresh.config()}")
+    return initial.train()
+
+
 def train_autoencoder(
-    config: PriorTrainConfig, images: torch.Tensor, log
+    config: PriorTrainConfig, images: torch.Tensor, log, initial: AutoEncoder | None = None,
+    round_index: int = 0,
 ) -> tuple[AutoEncoder, dict]:
     torch.manual_seed(config.seed)
-    model = AutoEncoder(config.size, config.channels, config.latent)
+    model = _start(AutoEncoder(config.size, config.channels, config.latent), initial,
+                   "autoencoder")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.ae_lr)
 
     def loss_fn(step: int, generator: torch.Generator) -> torch.Tensor:
@@ -151,7 +166,8 @@ def train_autoencoder(
         batch = images[index]
         return reconstruction_loss(model(batch), batch, config.pyramid_weight)
 
-    summary = _loop("autoencoder", config.ae_steps, config.ae_lr, optimizer, loss_fn, config, log)
+    summary = _loop("autoencoder", config.ae_steps, config.ae_lr, optimizer, loss_fn, config, log,
+                    round_index)
     return model.eval(), summary
 
 
@@ -161,26 +177,31 @@ def encode_all(model: AutoEncoder, images: torch.Tensor, chunk: int = 256) -> to
 
 
 def fit_flow(
-    config: PriorTrainConfig, latents: torch.Tensor, log
+    config: PriorTrainConfig, latents: torch.Tensor, log, initial: LatentFlow | None = None,
+    round_index: int = 0,
 ) -> tuple[LatentFlow, dict]:
     torch.manual_seed(config.seed)
-    flow = LatentFlow(config.latent, config.couplings, config.flow_hidden)
-    flow.set_normalization(latents)
+    flow = _start(LatentFlow(config.latent, config.couplings, config.flow_hidden), initial,
+                  "flow")
+    if initial is None:
+        flow.set_normalization(latents)
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.flow_lr)
 
     def loss_fn(step: int, generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(len(latents), (config.flow_batch,), generator=generator)
         return -flow.log_prob(latents[index]).mean() / config.latent
 
-    summary = _loop("flow", config.flow_steps, config.flow_lr, optimizer, loss_fn, config, log)
+    summary = _loop("flow", config.flow_steps, config.flow_lr, optimizer, loss_fn, config, log,
+                    round_index)
     return flow.eval(), summary
 
 
 def train_funknn(
-    config: PriorTrainConfig, params: torch.Tensor, images: torch.Tensor, log
+    config: PriorTrainConfig, params: torch.Tensor, images: torch.Tensor, log,
+    initial: FunkNN | None = None, round_index: int = 0,
 ) -> tuple[FunkNN, dict]:
     torch.manual_seed(config.seed)
-    model = FunkNN(channels=1, variant=config.variant)
+    model = _start(FunkNN(channels=1, variant=config.variant), initial, "funknn")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.funknn_lr)
 
     def loss_fn(step: int, generator: torch.Generator) -> torch.Tensor:
@@ -191,7 +212,7 @@ def train_funknn(
         return F.l1_loss(model(coords, images[index]), target)
 
     summary = _loop("funknn", config.funknn_steps, config.funknn_lr, optimizer, loss_fn, config,
-                    log)
+                    log, round_index)
     return model.eval(), summary
 
 
@@ -201,10 +222,16 @@ def run(
     stages: tuple[str, ...],
     log,
     merge: tuple[Path, ...] = (),
+    resume: Path | None = None,
 ) -> dict:
     """Train ``stages`` in order; other parts come from ``out`` (if present), then ``merge``.
 
-    Each part not trained here is taken from the first of those files that has it.
+    Each part not trained here is taken from the first of those files that has it. With
+    ``resume`` (a prior file, e.g. a committed checkpoint), each stage starts from that file's
+    part instead of a fresh one (same configuration required; the flow keeps its latent
+    standardisation) for another round of its budget: a warm restart (fresh Adam state, the
+    learning-rate schedule from its peak again, other batches). The record of the stage lists
+    the rounds (``rounds``: the summaries of the resumed file's rounds, then this one).
     """
     parts, metadata = {}, {"phantoms": config.phantom_info(), "training": {}}
     for source in (out, *merge):
@@ -220,18 +247,31 @@ def run(
     if not stages:
         save_parts(out, parts, metadata)
         return metadata
+    resumed_info = read_info(resume) if resume is not None else {}
+    if resume is not None and resumed_info.get("phantoms") != metadata["phantoms"]:
+        raise ValueError(f"--resume: {resume} was trained on other phantoms: "
+                         f"{resumed_info.get('phantoms')}")
     params, images = training_phantoms(config)
     for stage in stages:
+        initial, rounds = None, []
+        if resume is not None:
+            initial = load_parts(resume, (stage,))[stage]
+            previous = resumed_info.get("training", {}).get(stage) or {}
+            rounds = previous.get("rounds") or [previous.get("summary")]
         if stage == "autoencoder":
-            parts["autoencoder"], summary = train_autoencoder(config, images, log)
+            parts["autoencoder"], summary = train_autoencoder(config, images, log, initial,
+                                                              len(rounds))
         elif stage == "flow":
             if "autoencoder" not in parts:
                 raise ValueError("the flow stage needs a trained autoencoder (stage autoencoder)")
             latents = encode_all(parts["autoencoder"], images)
-            parts["flow"], summary = fit_flow(config, latents, log)
+            parts["flow"], summary = fit_flow(config, latents, log, initial, len(rounds))
         else:
-            parts["funknn"], summary = train_funknn(config, params, images, log)
+            parts["funknn"], summary = train_funknn(config, params, images, log, initial,
+                                                    len(rounds))
         metadata["training"][stage] = {"summary": summary, "config": _jsonable(asdict(config))}
+        if resume is not None:
+            metadata["training"][stage].update(resumed_from=str(resume), rounds=[*rounds, summary])
         save_parts(out, parts, metadata)
         log({"stage": stage, "saved": str(out), **summary})
     return metadata
@@ -250,6 +290,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of {','.join(STAGES)} ('' with --merge)")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="prior files to take the other parts from (first wins)")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="prior file whose parts the stages start from (another round)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--log", type=Path, default=None, help="JSON-lines log file")
     for field in fields(PriorTrainConfig):
@@ -288,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             log_file.flush()
 
     log({"command": " ".join(sys.argv), "config": _jsonable(asdict(config))})
-    run(config, args.out, stages, log, tuple(args.merge))
+    run(config, args.out, stages, log, tuple(args.merge), args.resume)
     if log_file:
         log_file.close()
     return 0

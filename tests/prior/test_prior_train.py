@@ -82,3 +82,23 @@ def test_command_line(tmp_path, capsys):
     lines = (tmp_path / "l").read_text().splitlines()
     assert json.loads(lines[0])["config"]["channels"] == [4, 4]
     assert main(["--out", str(tmp_path / "q"), "--stages", "decoder"]) == 2
+
+
+def test_training_resumes_from_a_prior_file(tmp_path):
+    """A resumed round starts from the file's weights: its first loss is the first round's last
+    (and far below a fresh start's first); the record keeps both rounds; other options fail."""
+    config = PriorTrainConfig(**{**TINY, "ae_steps": 40, "ae_lr": 3e-3})
+    first, second = [], []
+    run(config, tmp_path / "round1", ("autoencoder",), first.append)
+    run(config, tmp_path / "round2", ("autoencoder",), second.append,
+        resume=tmp_path / "round1")
+    losses = [[r["loss"] for r in records if r.get("stage") == "autoencoder" and "loss" in r]
+              for records in (first, second)]
+    assert losses[1][0] < 0.5 * losses[0][0]
+    assert losses[1][0] < 1.5 * losses[0][-1]
+    info = read_info(tmp_path / "round2")["training"]["autoencoder"]
+    assert info["resumed_from"] == str(tmp_path / "round1")
+    assert [r["steps_done"] for r in info["rounds"]] == [40, 40]
+    with pytest.raises(ValueError, match="--resume"):
+        run(PriorTrainConfig(**{**TINY, "latent": 5}), tmp_path / "bad", ("autoencoder",),
+            lambda r: None, resume=tmp_path / "round1")
