@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.funknn-installed
 SOURCES := pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 
-.PHONY: setup test demo demo-op lint bench report
+.PHONY: setup test demo demo-op lint bench report package-check
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider
+	$(MAKE) package-check
+
+# Builds the sdist and from it the wheel (one more compile of the extension, ~2 min), installs
+# the wheel outside the tree and runs the demo there on a small crop (scripts/check_package.sh).
+package-check: setup
+	PY=$(PY) bash scripts/check_package.sh
 
 # The main job: x3.5 and x4 super-resolution of a held-out bundled photograph with the shipped
 # weights; writes PNGs and a comparison figure into out/demo and prints PSNR against bicubic.
