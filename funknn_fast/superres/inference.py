@@ -65,6 +65,15 @@ def _chunk_coords(start: int, stop: int, height: int, width: int,
     return torch.stack((x, y), dim=1).to(dtype).unsqueeze(0)
 
 
+def _check_same_dtype_and_device(model: nn.Module, image: torch.Tensor) -> None:
+    parameter = next(model.parameters(), None)
+    if parameter is not None and (parameter.dtype, parameter.device) != (image.dtype,
+                                                                          image.device):
+        raise ValueError(
+            f"image is {image.dtype} on {image.device} but the model is {parameter.dtype} on "
+            f"{parameter.device}: convert one of them (e.g. model.to(image.dtype))")
+
+
 def render(
     model: nn.Module,
     image: torch.Tensor,
@@ -88,6 +97,7 @@ def render(
     low = image if batched else image.unsqueeze(0)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    _check_same_dtype_and_device(model, low)
     height, width = output_size(low.shape[2], low.shape[3], scale, size)
     if shared is None:
         shared = getattr(model, "shared_render", True)

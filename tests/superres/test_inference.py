@@ -106,3 +106,14 @@ def test_render_liif_queries_every_pixel_centre_with_its_cell():
     assert render_liif(model, image, scale=2.0).shape == (1, 3, 8, 10)
     with pytest.raises(ValueError, match="chunk"):
         render_liif(model, image, scale=2.0, chunk=0)
+
+
+def test_render_in_float64_and_a_dtype_mismatch():
+    torch.manual_seed(4)
+    model, image = FunkNN(3, "cnn"), torch.rand(3, 5, 6)
+    single = render(model, image, scale=2.0)
+    double = render(model.double(), image.double(), scale=2.0)
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double.float(), single, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="float32 on cpu but the model is torch.float64"):
+        render(model, image, scale=2.0)
