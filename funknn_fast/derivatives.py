@@ -305,6 +305,9 @@ def _check_arguments(model: nn.Module, coords: torch.Tensor, image: torch.Tensor
         raise TypeError(
             f"model must be a funknn_fast.models.funknn.FunkNN, got {type(model).__name__}"
         )
+    if model.variant not in ("cnn", "mlp"):
+        raise ValueError(f"model: exact derivatives support the cnn and mlp variants, not "
+                         f"{model.variant!r} (use autograd through model(coords, image))")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if not isinstance(coords, torch.Tensor) or coords.dim() != 3 or coords.shape[-1] != 2:

@@ -82,3 +82,10 @@ def test_bad_configs_are_refused():
         FunkNN(3, "lattice", activation="sin")
     with pytest.raises(ValueError, match="patch_size"):
         FunkNN(3, "lattice", patch_size=1)
+
+
+def test_exact_derivatives_refuse_the_variant_by_name():
+    from funknn_fast.derivatives import funknn_derivatives
+
+    with pytest.raises(ValueError, match="lattice"):
+        funknn_derivatives(FunkNN(3, "lattice"), torch.zeros(1, 2, 2), torch.rand(1, 3, 8, 8))
