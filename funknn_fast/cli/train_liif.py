@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ):
         parser.add_argument(f"--{name}", type=kind,
                             help=f"{text} (default: LIIFTrainConfig's, or --match-funknn's)")
+    common.add_device_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -92,6 +93,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from error
     common.output_folder(args.out)
-    train_liif(config, args.out, args.name)
+    train_liif(config, args.out, args.name, device=common.device_of(args))
     print(f"wrote {Path(args.out) / ((args.name or f'liif_{args.size}') + '.safetensors')}")
     return 0

@@ -118,7 +118,7 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
 def target_cell(config: LIIFTrainConfig, sample: Sample) -> torch.Tensor:
     """(2,) cell of the target grid of a training sample (see module docstring)."""
     side = 2 * sample.low.shape[-1] if config.mode == "factor" else config.crop_size
-    return torch.full((2,), 2.0 / side, dtype=sample.coords.dtype)
+    return torch.full((2,), 2.0 / side, dtype=sample.coords.dtype, device=sample.coords.device)
 
 
 def batch_loss(model: LIIF, config: LIIFTrainConfig, samples: list[Sample]) -> torch.Tensor:
@@ -145,9 +145,11 @@ def _write_json(path: Path, info: dict) -> None:
 
 
 def train_liif(
-    config: LIIFTrainConfig, out_dir: str | os.PathLike, name: str | None = None
+    config: LIIFTrainConfig, out_dir: str | os.PathLike, name: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> LIIF:
-    """Trains a LIIF per ``config`` and writes ``out_dir`` (see module docstring)."""
+    """Trains a LIIF per ``config`` on ``device`` and writes ``out_dir`` (see module
+    docstring)."""
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
@@ -157,7 +159,7 @@ def train_liif(
     images = load_photos(TRAIN_PHOTOS) if config.data == "bundled" else load_folder(config.data)
     sampler = CropSampler(images, config.crop_size, config.mode, config.queries,
                           config.min_scale, config.max_scale)
-    model = LIIF(SIZES[config.size])
+    model = LIIF(SIZES[config.size]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     log_path = out_dir / "log.jsonl"
     clock = CLOCKS[config.clock]
@@ -181,6 +183,8 @@ def train_liif(
             group["lr"] = schedule(config, step, elapsed)
         generator = step_generator(config.seed, step)
         samples = [sampler.sample(generator) for _ in range(config.batch_size)]
+        samples = [Sample(s.low.to(device), s.coords.to(device), s.targets.to(device))
+                   for s in samples]
         loss = batch_loss(model, config, samples)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
