@@ -8,6 +8,7 @@ outputs come from ``render`` on independently decoded pixels.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,18 @@ def test_outputs_checked_before_any_work(tmp_path, interpolator):
                     "--weights", str(weights), "--if-exists", "skip")
     assert result.returncode == 0 and "skipped" in result.stdout
     assert (out / "a.png").read_bytes() == before
+
+
+def test_a_read_only_existing_folder_is_refused_before_work(tmp_path, interpolator):
+    read_only = Path("/sys")  # a folder even root cannot create files in (where it is so)
+    try:
+        tempfile.NamedTemporaryFile(dir=read_only).close()
+        pytest.skip(f"{read_only} is writable here")
+    except OSError:
+        pass
+    weights, _ = interpolator
+    source = tmp_path / "a.png"
+    Image.fromarray(np.full((6, 6, 3), 90, np.uint8)).save(source)
+    result = funknn("superres", str(source), "-o", str(read_only / "x.png"), "--scale", "2",
+                    "--weights", str(weights))
+    assert one_line_error(result, "cannot write in /sys"), result.stderr
