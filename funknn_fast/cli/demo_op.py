@@ -19,8 +19,9 @@ import funknn_fast
 
 def bundled_photograph() -> torch.Tensor:
     """skimage's astronaut as a (1, 3, 512, 512) float32 tensor in [0, 1]."""
-    from skimage import data
+    from funknn_fast.extras import require
 
+    data = require("skimage.data")
     return torch.from_numpy(data.astronaut()).permute(2, 0, 1).unsqueeze(0).float() / 255
 
 

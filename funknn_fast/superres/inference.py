@@ -1,12 +1,13 @@
 """Rendering a FunkNN continuous image at any scale or size, in bounded memory.
 
-:func:`render` takes a low-resolution image (C, h, w) or (1, C, h, w) and returns the image
-(same rank) rendered at ``size`` = (H, W) (any positive size, non-square, above or below the
-input's) or at ``scale`` (H = round(h * scale), W = round(w * scale)). Output pixel (i, j) is
-the model queried at its centre, x = (2 j + 1) / W - 1, y = (2 i + 1) / H - 1
-(``grid_sample`` convention, align_corners=False). Queries are generated and evaluated
-``chunk`` at a time under ``torch.inference_mode``, so the memory beyond input and output is
-O(chunk) (about 0.1 MB per query in flight for the CNN: ~100 MB at the default 1024).
+:func:`render` takes a low-resolution image (C, h, w) or a batch (B, C, h, w) (rendered one image
+at a time) and returns the image (same rank) rendered at ``size`` = (H, W) (any positive size,
+non-square, above or below the input's) or at ``scale`` (H = round(h * scale),
+W = round(w * scale)). Output pixel (i, j) is the model queried at its centre,
+x = (2 j + 1) / W - 1, y = (2 i + 1) / H - 1 (``grid_sample`` convention, align_corners=False).
+Queries are generated and evaluated ``chunk`` at a time under ``torch.inference_mode``, so the
+memory beyond input and output is O(chunk) (about 0.1 MB per query in flight for the CNN:
+~100 MB at the default 1024).
 
 For FunkNN's ``variant="lattice"``, :func:`render` evaluates the grid with shared computation
 (``funknn_fast.superres.grid_render``: the same values to float rounding, ~0.12-0.15 M instead of
@@ -83,17 +84,18 @@ def render(
     progress: bool = False,
     shared: bool | None = None,
 ) -> torch.Tensor:
-    """Renders ``image`` ((C, h, w) or (1, C, h, w)) at ``scale`` or ``size`` = (H, W).
+    """Renders ``image`` ((C, h, w) or (B, C, h, w)) at ``scale`` or ``size`` = (H, W).
 
     ``shared``: for the lattice variant, use ``grid_render`` when its plan is cheaper; None
     (default) = the model's ``shared_render`` attribute if it has one (set by ``funknn superres
     --no-shared``), else True.
     """
-    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4):
-        raise ValueError("image must be a tensor (C, h, w) or (1, C, h, w)")
+    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or image.shape[0] == 0:
+        raise ValueError("image must be a tensor (C, h, w) or (B, C, h, w) with B >= 1")
     batched = image.dim() == 4
-    if batched and image.shape[0] != 1:
-        raise ValueError(f"render takes one image, got a batch of {image.shape[0]}")
+    if batched and image.shape[0] != 1:  # a batch: one image at a time
+        return torch.cat([render(model, one, scale, size, chunk, progress, shared)
+                          for one in image.split(1)])
     low = image if batched else image.unsqueeze(0)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")

@@ -172,3 +172,17 @@ def test_a_read_only_existing_folder_is_refused_before_work(tmp_path, interpolat
     result = funknn("superres", str(source), "-o", str(read_only / "x.png"), "--scale", "2",
                     "--weights", str(weights))
     assert one_line_error(result, "cannot write in /sys"), result.stderr
+
+
+def test_jpeg_quality(tmp_path, interpolator):
+    weights, _ = interpolator
+    source = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (16, 16, 3), np.uint8)).save(source)
+    sizes = {}
+    for quality in ("20", "95"):
+        out = tmp_path / f"q{quality}.jpg"
+        result = funknn("superres", str(source), "-o", str(out), "--scale", "2",
+                        "--weights", str(weights), "--jpeg-quality", quality)
+        assert result.returncode == 0, result.stderr
+        sizes[quality] = out.stat().st_size
+    assert sizes["20"] < sizes["95"] / 2

@@ -86,8 +86,6 @@ def test_bad_sizes():
             output_size(4, 4, size=size)
     with pytest.raises(ValueError, match="chunk"):
         render(Bilinear(), torch.rand(1, 4, 4), scale=2.0, chunk=0)
-    with pytest.raises(ValueError, match="one image"):
-        render(Bilinear(), torch.rand(2, 1, 4, 4), scale=2.0)
 
 
 def test_render_liif_queries_every_pixel_centre_with_its_cell():
@@ -117,3 +115,12 @@ def test_render_in_float64_and_a_dtype_mismatch():
     torch.testing.assert_close(double.float(), single, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="float32 on cpu but the model is torch.float64"):
         render(model, image, scale=2.0)
+
+
+def test_render_a_batch_image_by_image():
+    torch.manual_seed(5)
+    model, images = FunkNN(3, "cnn"), torch.rand(2, 3, 4, 5)
+    batch = render(model, images, size=(7, 9), chunk=16)
+    assert batch.shape == (2, 3, 7, 9)
+    for k in range(2):
+        torch.testing.assert_close(batch[k], render(model, images[k], size=(7, 9)))
