@@ -11,6 +11,9 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 "$PY" -m build --no-isolation --outdir "$WORK/dist" . >"$WORK/build.log" 2>&1 \
   || { tail -40 "$WORK/build.log"; exit 1; }
+if grep -i "is absent from the" "$WORK/build.log"; then  # a data folder not declared a package
+  exit 1
+fi
 "$PY" -m pip install --quiet --no-deps --no-build-isolation --target "$WORK/site" \
   "$WORK"/dist/*.whl
 cd "$WORK"

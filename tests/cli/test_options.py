@@ -79,3 +79,14 @@ def test_a_missing_extra_names_the_pip_extra(tmp_path):
             f"sys.exit(main(['sample', '-o', {str(tmp_path / 's.png')!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert one_line_error(result, 'pip install "funknn_fast[prior]"'), result.stderr
+
+
+def test_progress_bars_and_quiet(tmp_path, weights, capsys):
+    stem, photo = weights
+    maps = str(tmp_path / "maps.png")
+    for quiet in ([], ["--quiet"]):
+        assert main(["derivatives", str(photo), "-o", maps, "--weights", str(stem), *quiet]) == 0
+        assert ("derivatives 10x12" in capsys.readouterr().err) != bool(quiet)
+        assert main(["eval", "--images", str(photo), "--scales", "2", "--recursive-scales",
+                     "--crop", "4", "--weights", str(stem), *quiet]) == 0
+        assert ("eval:" in capsys.readouterr().err) != bool(quiet)
