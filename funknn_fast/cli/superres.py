@@ -13,7 +13,8 @@ folder, whose image files are all taken) OUTPUT is a folder, created if missing,
 image keeps its name (``.png`` for formats Pillow cannot write here). Outputs are checked
 before any work: writable folder, no two inputs with the same output, never an INPUT
 overwritten unless ``--if-exists overwrite`` is given explicitly; ``--if-exists skip`` leaves
-existing outputs.
+existing outputs. Inputs are read one at a time: an unreadable one stops the batch with an error
+naming it (the outputs written before it stay, each complete).
 
 The demo takes a 224 x 224 crop of the held-out ``astronaut`` photograph as ground truth,
 downscales it (antialiased bilinear, ``data.downscale``) by 3.5 and by 4, renders both back to
