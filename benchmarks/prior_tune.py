@@ -31,8 +31,8 @@ from funknn_fast.prior.phantoms import phantom_parameters
 ROOT = Path(__file__).resolve().parent.parent
 GRIDS = {
     "ct": (3e-3, 1e-2, 2e-2, 5e-2, 1e-1),
-    "derivatives": (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1),
-    "sparse-derivatives": (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1),
+    "derivatives": (0.0, 0.01, 0.1, 0.3, 1.0, 3.0, 10.0),
+    "sparse-derivatives": (0.0, 0.01, 0.1, 0.3, 1.0, 3.0, 10.0),
 }
 METHOD = {"ct": "tv", "derivatives": "tv-poisson", "sparse-derivatives": "tv-poisson"}
 METRIC = {"ct": "snr", "derivatives": "si_snr", "sparse-derivatives": "si_snr"}
@@ -69,11 +69,12 @@ def tune(problem: str, count: int, seeds: list[int], size: int, info: dict) -> d
     best = max(rows.values(), key=lambda row: row["mean"])
     config = solvers.default_config(problem, METHOD[problem], size=size,
                                     baseline_tv_weight=best["weight"])
-    longer = scores(problem, replace(config, baseline_steps=2 * config.baseline_steps), count,
+    steps = solvers.baseline_steps(problem, config)
+    longer = scores(problem, replace(config, baseline_steps=2 * steps), count,
                     seeds, phantoms["edge_width"], phantoms["seed"])
     return {"method": METHOD[problem], "metric": METRIC[problem], "split": "validation",
             "indices": list(range(count)), "seeds": seeds, "size": size,
-            "iterations": config.baseline_steps, "grid": rows,
+            "iterations": steps, "grid": rows,
             "best_weight": best["weight"], "best_mean": best["mean"],
             "twice_the_steps_mean": sum(longer) / len(longer)}
 
@@ -91,13 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     info = read_info(args.weights)
-    results = {problem: tune(problem, args.count, args.seeds, args.size, info)
-               for problem in args.problems}
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    ran = {problem: tune(problem, args.count, args.seeds, args.size, info)
+           for problem in args.problems}
+    results.update(ran)  # problems not run keep their earlier results
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(args.out)
-    for problem, result in results.items():
+    for problem, result in ran.items():
         print(f"\n{problem} ({result['method']}, mean {result['metric']} on validation "
               f"phantoms 0-{args.count - 1}, seeds {result['seeds']}):\n")
         print("| weight | " + " | ".join(result["grid"]) + " |")

@@ -87,7 +87,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _defaults_text(name: str) -> str:
     """The default of a SolveConfig field per problem, e.g. ``0; derivatives: 200``."""
-    from funknn_fast.prior.solvers import BASELINE_DEFAULTS, PROBLEM_DEFAULTS, SolveConfig
+    from funknn_fast.prior.solvers import (
+        BASELINE_DEFAULTS,
+        BASELINE_STEPS,
+        PROBLEM_DEFAULTS,
+        SolveConfig,
+    )
 
     base = SolveConfig.__dataclass_fields__[name].default
     special = [f"{kind}: {values[name]}" for kind, values in PROBLEM_DEFAULTS.items()
@@ -95,6 +100,9 @@ def _defaults_text(name: str) -> str:
     if name == "baseline_tv_weight":
         base = "tuned on validation"
         special = [f"{kind}: {value:g}" for kind, value in BASELINE_DEFAULTS.items()]
+    if name == "baseline_steps":
+        base = "per problem"
+        special = [f"{kind}: {value}" for kind, value in BASELINE_STEPS.items()]
     return f"{base}" + (f"; {', '.join(special)}" if special else "")
 
 
@@ -296,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
         "baseline_seconds": baseline_seconds,
         "config": asdict(config),
         "baseline_tv_weight": solvers.baseline_tv_weight(args.problem, config),
+        "baseline_steps": solvers.baseline_steps(args.problem, config),
         "weights": str(args.weights or DEFAULT_PRIOR),
         "phantoms": phantoms,
         "threads": torch.get_num_threads() if args.workers == 1 else (args.threads or 1),
