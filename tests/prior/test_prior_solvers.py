@@ -8,6 +8,7 @@ import torch
 from funknn_fast.models.funknn import FunkNN
 from funknn_fast.prior import solvers
 from funknn_fast.prior.autoencoder import AutoEncoder
+from funknn_fast.prior.baselines import BicubicField
 from funknn_fast.prior.flow import LatentFlow
 from funknn_fast.prior.generator import ContinuousPrior
 from funknn_fast.prior.metrics import snr
@@ -302,3 +303,35 @@ def test_detail_snr_scores_the_inside_of_the_body_only():
         x, y = x - x.mean(), y - y.mean()
         a = (x @ y) / (y @ y)
         assert score == pytest.approx(10 * math.log10((x @ x) / ((x - a * y) ** 2).sum()))
+
+
+def test_ablation_methods_run_what_they_name():
+    """bicubic: the solver renders G(z) by bicubic interpolation, not FunkNN; warm-start: only
+    the warm-start stages run (CT too); zero-start: no warm start; fbp / funknn-of-baseline:
+    no optimisation."""
+    prior = tiny_prior()
+    problem = solvers.make_problem("derivatives", phantom_parameters([1], "test"),
+                                   solvers.SolveConfig(size=12), EDGE)
+    config = solvers.default_config("derivatives", "bicubic", size=12, init_steps=2,
+                                    init_finetune_steps=2, finetune_steps=2, queries=16)
+    result = solvers.run_method("bicubic", problem, prior, config)
+    low = result["low_res"]
+    bicubic = solvers.with_field(prior, BicubicField(1)).render(low, 12)
+    torch.testing.assert_close(result["estimate"], bicubic)
+    assert (result["estimate"] - prior.render(low, 12)).abs().max() > 1e-3
+    for kind in solvers.PROBLEMS:
+        warm = solvers.default_config(kind, "warm-start", size=12)
+        assert warm.z_steps == warm.finetune_steps == 0 and warm.init_steps > 0
+        zero = solvers.default_config(kind, "zero-start", size=12)
+        assert zero.init_steps == zero.init_finetune_steps == 0 and zero.z_steps > 0
+    warm = solvers.default_config("ct", "warm-start", size=12, angles=4, init_steps=2,
+                                  init_finetune_steps=3)
+    ct = solvers.make_problem("ct", phantom_parameters([1], "test"), warm, EDGE)
+    losses = solvers.run_method("warm-start", ct, prior, warm)["losses"]
+    assert {k: len(v) for k, v in losses.items()} == {"init": 2, "z": 0, "init_finetune": 3,
+                                                      "finetune": 0}
+    direct = solvers.run_method("funknn-of-baseline", ct, prior, warm)
+    torch.testing.assert_close(direct["estimate"], solvers.funknn_of_baseline(
+        solvers.baseline(ct), prior, 12))
+    with pytest.raises(ValueError, match="method"):
+        solvers.run_method("tv", problem, prior, config)
