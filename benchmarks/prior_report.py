@@ -58,7 +58,10 @@ def collect(records: list[dict]) -> dict[str, dict[str, Pairs]]:
         for method, scores in sources.items():
             pairs = table.setdefault(problem, {}).setdefault(method, {})
             for k, index in enumerate(record["indices"]):
-                pairs[(index, seed)] = {metric: values[k] for metric, values in scores.items()}
+                # the same pair from several records (e.g. FBP in every CT record): merged, so
+                # metrics that older records lack are kept from the newer ones
+                pairs.setdefault((index, seed), {}).update(
+                    {metric: values[k] for metric, values in scores.items()})
     return table
 
 
@@ -79,11 +82,13 @@ def summarize(pairs: Pairs, metric: str) -> dict:
     seeds = sorted({seed for _, seed in pairs})
     by_image = {i: [scores[metric] for (index, _), scores in pairs.items() if index == i]
                 for i in images}
-    means = {}
+    means, counts = {}, {}
     for name in METRIC_NAMES:
         values = [scores[name] for scores in pairs.values() if name in scores]
-        means[name] = _mean(values) if len(values) == len(pairs) else None
+        means[name] = _mean(values) if values else None
+        counts[name] = len(values)
     return {"images": len(images), "draws": len(seeds), "pairs": len(pairs), "mean": means,
+            "count": counts,
             "sd_images": _sd([_mean(v) for v in by_image.values()]),
             "sd_draws": _mean([_sd(v) for v in by_image.values()]) if len(seeds) > 1
             else float("nan")}
@@ -118,9 +123,12 @@ def problem_table(problem: str, methods: dict[str, Pairs]) -> list[str]:
         margin = f"{versus['margin']:+.2f} (sd {_number(versus['sd'])})" if versus else "-"
         wins = f"{versus['wins']} / {versus['pairs']}" if versus else "-"
         name = f"**{method}**" if method == "prior" else method
+        detail = _number(mean["detail_snr"])
+        if 0 < stats["count"]["detail_snr"] < stats["pairs"]:
+            detail += f" ({stats['count']['detail_snr']} of {stats['pairs']})"
         lines.append(
             f"| {name} | {stats['images']} x {stats['draws']} | {_number(mean['snr'])} | "
-            f"{_number(mean['si_snr'])} | {_number(mean['detail_snr'])} | "
+            f"{_number(mean['si_snr'])} | {detail} | "
             f"{_number(stats['sd_images'])} | {_number(stats['sd_draws'])} | {margin} | {wins} |")
     return lines
 
@@ -189,9 +197,9 @@ def report(weights: Path, results: Path, split: str = "test") -> str:
         *training_table(info),
         "",
         "Per problem: means over all (image, draw) pairs in dB; SI-SNR = shift-invariant SNR;",
-        "detail SNR = SNR of the inside of the body (mean removed, scale fitted; '-' where the",
-        "record predates it); `funknn-of-baseline` = FunkNN of the baseline area-averaged to",
-        "the generator resolution (no generator); `autoencoder-projection` =",
+        "detail SNR = SNR of the inside of the body (mean removed, scale fitted; '-' or '(k of",
+        "n)' where records predate it); `funknn-of-baseline` = FunkNN of the baseline",
+        "area-averaged to the generator resolution (no generator); `autoencoder-projection` =",
         "FunkNN(decoder(encoder(truth))), the prior knowing the truth; the last two columns",
         "compare the prior with each method on the pairs both have.",
     ]
