@@ -201,7 +201,9 @@ def report(weights: Path, results: Path, split: str = "test") -> str:
         "n)' where records predate it); `funknn-of-baseline` = FunkNN of the baseline",
         "area-averaged to the generator resolution (no generator); `autoencoder-projection` =",
         "FunkNN(decoder(encoder(truth))), the prior knowing the truth; the last two columns",
-        "compare the prior with each method on the pairs both have.",
+        "compare the prior with each method on the pairs both have. What each gain comes from",
+        "(prior vs warm start vs FunkNN's edge model), which settings were tuned on which",
+        "phantoms and every deviation from the paper: docs/prior.md.",
     ]
     for problem in PROBLEMS:
         if problem not in table:
