@@ -274,6 +274,7 @@ def render(args, device_name, results, copy_gbps, errors, plain, sweep, notes, c
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    methods = common.chosen_methods(args, METHODS)
     started = common.start(args)
     if started is None:
         return 2
@@ -283,40 +284,53 @@ def main(argv=None) -> int:
     from funknn_fast.ops.jets import has_cuda_jets_kernels
 
     log(f"CUDA jets kernels in the extension: {has_cuda_jets_kernels()}")
+    previous = common.previous_results(args, "bench_jets_gpu.json")
     failures = common.run_validation(validate, args, device, log)
-
     timer = common.Timer(device)
     per_image = args.queries // args.batch
     jets_bytes = 6 * args.batch * per_image * args.channels * args.patch**2 * 4
-    copy_gbps = common.copy_bandwidth(jets_bytes, device, timer, args.repeats)
+    copy_gbps = common.guarded(
+        "copy bandwidth", lambda: common.copy_bandwidth(jets_bytes, device, timer, args.repeats),
+        log, failures, default=float("nan"))
     log(f"device-to-device copy of {jets_bytes / 2**30:.2f} GiB: {copy_gbps:.0f} GB/s")
-    plain = plain_forward_seconds(args, device, timer)
+    plain = common.guarded("yardstick", lambda: plain_forward_seconds(args, device, timer), log,
+                           failures)
     if plain is not None:
         log(f"  triton patch_sample forward (yardstick): {plain * 1e3:.3f} ms")
-    results: dict[str, dict] = {}
-    errors: dict[str, dict] = {}
+    command = common.command_line("bench_jets_gpu.py", argv)
+    state = {"results": previous.get("results", {}), "errors": previous.get("errors", {}),
+             "copy_gbps": copy_gbps,
+             "plain_forward_seconds": plain or previous.get("plain_forward_seconds"),
+             "sweep": previous.get("sweep", []),
+             "failures": previous.get("failures", []) + failures, "log": log.lines}
+
+    def render_state(payload):
+        return render(args, common.device_name(device), payload["results"],
+                      payload["copy_gbps"], payload["errors"], payload["plain_forward_seconds"],
+                      payload["sweep"], common.failure_notes(payload["failures"]), command)
+
+    checkpoint = common.Checkpoint(args, "jets_gpu.md", "bench_jets_gpu.json", render_state)
     for name in args.dtypes.split(","):
         dtype = getattr(torch, name)
-        results[name] = common.time_methods(
-            METHODS, lambda method, dtype=dtype: unavailable_reason(method, device, dtype),
+        common.time_methods(
+            methods, lambda method, dtype=dtype: unavailable_reason(method, device, dtype),
             lambda method, dtype=dtype: time_modes(method, args, device, dtype, timer, log), log,
+            results=state["results"].setdefault(name, {}), checkpoint=lambda: checkpoint(state),
         )
-        try:
-            errors[name] = errors_vs_float64(args, device, dtype)
-        except RuntimeError as error:
-            log(f"  error measurement failed: {error}")
-            errors[name] = {}
-        log(f"  errors vs float64 ({name}): {errors[name]}")
-    sweep = sweep_forward(args, device, timer, log) if args.sweep_forward else []
-    command = common.command_line("bench_jets_gpu.py", argv)
-    section, table = render(args, common.device_name(device), results, copy_gbps, errors, plain,
-                            sweep, common.failure_notes(failures), command)
+        errors = common.guarded(f"{name} error measurement",
+                                lambda dtype=dtype: errors_vs_float64(args, device, dtype), log,
+                                state["failures"], default={})
+        state["errors"].setdefault(name, {}).update(errors)
+        log(f"  errors vs float64 ({name}): {state['errors'][name]}")
+        checkpoint(state)
+    if args.sweep_forward and "triton" in methods:
+        state["sweep"] = common.guarded("forward sweep",
+                                        lambda: sweep_forward(args, device, timer, log), log,
+                                        state["failures"], default=[])
+        checkpoint(state)
+    section, table = render_state(state)
     print(table)
-    payload = {"results": results, "errors": errors, "copy_gbps": copy_gbps,
-               "plain_forward_seconds": plain, "sweep": sweep, "failures": failures,
-               "log": log.lines}
-    common.write_results(args, section, "jets_gpu.md", "bench_jets_gpu.json", payload)
-    return common.exit_status(failures, log)
+    return common.exit_status(state["failures"], log)
 
 
 if __name__ == "__main__":

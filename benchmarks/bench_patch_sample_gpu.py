@@ -26,7 +26,6 @@ Writes the Markdown section to benchmarks/results/patch_sample_gpu.md (and DIR, 
 from __future__ import annotations
 
 import sys
-import traceback
 
 import gpu_bench_common as common
 from gpu_bench_common import HERE
@@ -207,7 +206,7 @@ def sweep_forward(args, device, timer, log) -> list[tuple[str, float]]:
         return rows
     image, coords, step = common.make_workload(args, device, torch.float32)
     fn = method_fn("triton")
-    for config in ("128,4", "256,8", "256,4", "512,8", "1024,8"):
+    for config in ("64,2", "128,4", "256,4", "256,8", "512,8"):
         with common.forward_config(config), torch.no_grad():
             seconds = timer(lambda: fn(image, coords, step, args.patch), args.repeats)
         rows.append((config, seconds))
@@ -248,48 +247,62 @@ def render(args, device_name, results, copy_gbps, errors, sweep, notes, command)
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    methods = common.chosen_methods(args, METHODS)
     started = common.start(args)
     if started is None:
         return 2
     device, log = started
     import torch
 
+    previous = common.previous_results(args, "bench_patch_sample_gpu.json")
     failures = common.run_validation(validate, args, device, log)
-
     timer = common.Timer(device)
-    dtypes = [getattr(torch, name) for name in args.dtypes.split(",")]
     out_bytes = (args.queries // args.batch) * args.batch * args.channels * args.patch**2 * 4
-    copy_gbps = common.copy_bandwidth(out_bytes, device, timer, args.repeats)
+    copy_gbps = common.guarded(
+        "copy bandwidth", lambda: common.copy_bandwidth(out_bytes, device, timer, args.repeats),
+        log, failures, default=float("nan"))
     log(f"device-to-device copy of {out_bytes / 2**30:.2f} GiB: {copy_gbps:.0f} GB/s")
-    results: dict[str, dict] = {}
-    errors: dict[str, dict] = {}
-    for dtype in dtypes:
-        key = str(dtype).replace("torch.", "")
-        results[key] = common.time_methods(
-            METHODS, lambda method: unavailable_reason(method, device),
-            lambda method, dtype=dtype: time_modes(method, args, device, dtype, timer, log), log,
-        )
-        try:
-            errors[key] = errors_vs_float64(args, device, dtype)
-        except RuntimeError:
-            log(traceback.format_exc())
-            errors[key] = {}
-        log(f"  errors vs float64 ({key}): {errors[key]}")
-        if dtype in (torch.bfloat16, torch.float16):
-            for method in ("triton", "cuda"):
-                if method in errors[key] and errors[key][method] > 2 * errors[key]["grid_sample"]:
-                    failures.append(f"{method} {key} error {errors[key][method]:.3g} > 2x "
-                                    f"grid_sample's {errors[key]['grid_sample']:.3g}")
-    sweep = sweep_forward(args, device, timer, log) if args.sweep_forward else []
     command = common.command_line("bench_patch_sample_gpu.py", argv)
-    section, table = render(args, common.device_name(device), results, copy_gbps, errors, sweep,
-                            common.failure_notes(failures), command)
+    state = {"results": previous.get("results", {}), "errors": previous.get("errors", {}),
+             "copy_gbps": copy_gbps, "sweep": previous.get("sweep", []),
+             "failures": previous.get("failures", []) + failures, "log": log.lines}
+
+    def render_state(payload):
+        return render(args, common.device_name(device), payload["results"],
+                      payload["copy_gbps"], payload["errors"], payload["sweep"],
+                      common.failure_notes(payload["failures"]), command)
+
+    checkpoint = common.Checkpoint(args, "patch_sample_gpu.md", "bench_patch_sample_gpu.json",
+                                   render_state)
+    for dtype in [getattr(torch, name) for name in args.dtypes.split(",")]:
+        key = str(dtype).replace("torch.", "")
+        common.time_methods(
+            methods, lambda method: unavailable_reason(method, device),
+            lambda method, dtype=dtype: time_modes(method, args, device, dtype, timer, log), log,
+            results=state["results"].setdefault(key, {}), checkpoint=lambda: checkpoint(state),
+        )
+        errors = common.guarded(f"{key} error measurement",
+                                lambda dtype=dtype: errors_vs_float64(args, device, dtype), log,
+                                state["failures"], default={})
+        state["errors"].setdefault(key, {}).update(errors)
+        log(f"  errors vs float64 ({key}): {state['errors'][key]}")
+        if dtype in (torch.bfloat16, torch.float16):
+            measured = state["errors"][key]
+            for method in ("triton", "cuda"):
+                if method in errors and "grid_sample" in measured and \
+                        errors[method] > 2 * measured["grid_sample"]:
+                    state["failures"].append(
+                        f"{method} {key} error {errors[method]:.3g} > 2x grid_sample's "
+                        f"{measured['grid_sample']:.3g}")
+        checkpoint(state)
+    if args.sweep_forward and "triton" in methods:
+        state["sweep"] = common.guarded("forward sweep",
+                                        lambda: sweep_forward(args, device, timer, log), log,
+                                        state["failures"], default=[])
+        checkpoint(state)
+    section, table = render_state(state)
     print(table)
-    payload = {"results": results, "errors": errors, "copy_gbps": copy_gbps,
-               "sweep": sweep, "failures": failures, "log": log.lines}
-    common.write_results(args, section, "patch_sample_gpu.md", "bench_patch_sample_gpu.json",
-                         payload)
-    return common.exit_status(failures, log)
+    return common.exit_status(state["failures"], log)
 
 
 if __name__ == "__main__":

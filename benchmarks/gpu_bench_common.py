@@ -7,6 +7,15 @@ size) with uniform values in [0, 1), ``--queries`` query coordinates (B, Q, 2) u
 This module holds what the two scripts share: the command line, the workload, CUDA-event
 timing with peak memory, the device-to-device copy bandwidth, the validation inputs, the
 Markdown cells and header, and the atomic writing of the results.
+
+Robustness (issue 14: one GPU run, minutes long, must keep what it measured): every timing,
+validation check and error measurement is guarded by ``guarded`` (Triton's compile and launch
+errors -- CompilationError, OutOfResources, PTXASError -- are not RuntimeErrors: any Exception
+counts), and the scripts rewrite their Markdown section and JSON after each measured method
+(``Checkpoint``), so a later failure or a step timeout loses nothing already taken.
+``--methods`` runs a subset of the methods and ``--merge`` adds them to the JSON a previous run
+left in ``--log-dir`` (gpu_check.sh times the Triton rows before the CUDA extension is built,
+the CUDA rows after).
 """
 
 from __future__ import annotations
@@ -53,7 +62,56 @@ def make_parser(
                         help="CPU tensors, tiny sizes, Triton through its interpreter")
     parser.add_argument("--output", default=output_default, help=output_help)
     parser.add_argument("--log-dir", help="also write the table and a JSON of the results here")
+    parser.add_argument("--methods", help="comma-separated subset of the methods to time")
+    parser.add_argument("--merge", action="store_true",
+                        help="add to the results of a previous run in --log-dir")
     return parser
+
+
+def chosen_methods(args, methods: tuple[str, ...]) -> tuple[str, ...]:
+    """``methods`` restricted to --methods (in their order); unknown names raise."""
+    if not args.methods:
+        return methods
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(methods))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; choose from {list(methods)}")
+    return tuple(m for m in methods if m in wanted)
+
+
+def previous_results(args, json_name: str) -> dict:
+    """The JSON payload a previous run left in --log-dir (with --merge), else {}."""
+    if not (args.merge and args.log_dir):
+        return {}
+    path = pathlib.Path(args.log_dir) / json_name
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def guarded(what: str, fn, log, failures: list[str] | None = None, default=None):
+    """``fn()``, or ``default`` when it raises any Exception (Triton's compile and launch errors
+    are not RuntimeErrors), logged with its first line and added to ``failures``."""
+    try:
+        return fn()
+    except Exception as error:  # a benchmark keeps going and reports
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        log(f"  {what} failed: {type(error).__name__}: {first_line}")
+        if failures is not None:
+            failures.append(f"{what}: {type(error).__name__}: {first_line}")
+        return default
+
+
+class Checkpoint:
+    """Rewrites a script's section and JSON whenever called: after each measured method."""
+
+    def __init__(self, args, name: str, json_name: str, render) -> None:
+        self.args, self.name, self.json_name, self.render = args, name, json_name, render
+
+    def __call__(self, payload: dict) -> None:
+        section, _ = self.render(payload)
+        write_results(self.args, section, self.name, self.json_name, payload)
 
 
 def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
@@ -90,17 +148,22 @@ def select_device(args):
     return device
 
 
-def time_methods(methods, unavailable, time_method, log) -> dict:
+def time_methods(methods, unavailable, time_method, log, results=None, checkpoint=None) -> dict:
     """{method: timings} of one dtype: ``time_method(method)``, or {"unavailable": reason} when
-    ``unavailable(method)`` gives a reason."""
-    results = {}
+    ``unavailable(method)`` gives a reason, added to ``results`` (a dict kept by the caller);
+    ``checkpoint()`` after each method."""
+    results = {} if results is None else results
     for method in methods:
-        reason = unavailable(method)
+        reason = guarded(f"{method} availability", lambda m=method: unavailable(m), log,
+                         default="availability check failed")
         if reason is not None:
             results[method] = {"unavailable": reason}
             log(f"  {method}: unavailable ({reason})")
-            continue
-        results[method] = time_method(method)
+        else:
+            results[method] = guarded(f"{method} timing", lambda m=method: time_method(m), log,
+                                      default={"failed": {"error": "timing raised"}})
+        if checkpoint is not None:
+            checkpoint()
     return results
 
 
@@ -158,7 +221,9 @@ def run_validation(validate, args, device, log) -> list[str]:
         return []
     log("validation against the float64 reference:")
     start = time.perf_counter()
-    failures = validate(device, log)
+    failures: list[str] = []
+    found = guarded("validation", lambda: validate(device, log), log, failures, default=[])
+    failures = list(found) + failures
     log(f"validation: {len(failures)} failure(s) in {time.perf_counter() - start:.1f} s")
     return failures
 
@@ -221,7 +286,8 @@ class Timer:
 
 def measure(timer: Timer, body, repeats: int, device) -> dict:
     """{"seconds", "peak_gib"} of ``body`` (peak: CUDA memory above what was allocated before;
-    NaN on CPU), or {"error": ...} when it raises (e.g. a missing double backward, OOM)."""
+    NaN on CPU), or {"error": ...} when it raises (a missing double backward, OOM, a Triton
+    compile or launch error: any Exception)."""
     import torch
 
     if device.type == "cuda":
@@ -233,7 +299,7 @@ def measure(timer: Timer, body, repeats: int, device) -> dict:
         peak = ((torch.cuda.max_memory_allocated() - base) / 2**30
                 if device.type == "cuda" else float("nan"))
         return {"seconds": seconds, "peak_gib": peak}
-    except (RuntimeError, NotImplementedError) as error:
+    except Exception as error:  # Triton's errors are not RuntimeErrors
         first_line = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
         return {"error": f"{type(error).__name__}: {first_line}"}
 
@@ -367,7 +433,7 @@ def section_tail(sweep: list[tuple[str, float]], sweep_title: str, results: dict
     lines = []
     if sweep:
         timings = ", ".join(f"{c}: {s * 1e3:.3f} ms" for c, s in sweep)
-        lines += ["", f"{sweep_title} (float32; FUNKNN_TRITON_FORWARD_CONFIG = elements per "
+        lines += ["", f"{sweep_title} (float32; FUNKNN_TRITON_FORWARD_CONFIG = lanes per "
                   f"program, warps): {timings}."]
     failed = failed_cells(results)
     if failed:

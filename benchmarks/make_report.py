@@ -16,6 +16,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 ORDER = [
     "patch_sample_cpu",
     "patch_sample_gpu",
+    "patch_sample_gpu_static",
+    "model_gpu",
     "bench_model",
     "render_4096",
     "superres_quality",

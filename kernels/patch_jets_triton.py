@@ -34,7 +34,9 @@ this module is imported), CPU tensors:
   order (``backend="torch"`` for more).
 
 Dtypes: float32 and float64; float16/bfloat16 images with float32 coords and step (weights and
-accumulation in float32, jets in the image dtype).
+accumulation in float32, jets in the image dtype). Launches run on the tensors' device
+(``patch_sample_triton.launch_device``); component offsets are 64-bit whatever width Triton gives
+``component_stride``; image-gradient atomics are relaxed (no fences).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from funknn_fast.ops import op_autograd
 from funknn_fast.ops.padding import PADDING_CODES
 
 JET_COUNTS = (3, 4, 6)  # components K of modes 0 (gradient), 1 (Laplacian), 2 (Hessian)
+FORWARD_CONFIG = (256, 8)  # (query, sample) pairs per program, warps
 _MODE_NAMES = {"gradient": 0, "laplacian": 1, "hessian": 2}
 
 
@@ -208,6 +211,9 @@ def _jets_forward_kernel(
 ):
     PP: tl.constexpr = P * P
     SECOND: tl.constexpr = MODE != 0
+    # 64-bit: K * B * Q * C * p^2 passes 2^31 while one component still fits (Triton then types
+    # the argument i32 and k * component_stride would wrap).
+    component_stride = component_stride.to(tl.int64)
     e, emask, bq, s, b, ux, uy = pst._element_positions(coords_ptr, step_ptr, total, Q, H, W, P,
                                                         BLOCK)
     x0, x1, x2, x3, wx0, wx1, wx2, wx3, dx0, dx1, dx2, dx3, ex0, ex1, ex2, ex3 = _axis_taps(
@@ -291,6 +297,7 @@ def _jets_backward_kernel(
     # sum_alpha c_alpha d f_alpha / d(px, py), one derivative order above the jets.
     PP: tl.constexpr = P * P
     SECOND: tl.constexpr = MODE != 0
+    component_stride = component_stride.to(tl.int64)  # see the forward
     pid = tl.program_id(0)
     q_local = pid.to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     q = q_begin + q_local
@@ -442,8 +449,10 @@ def _forward(
         (JET_COUNTS[mode], batch, coords.shape[1], channels, p, p), dtype=image.dtype,
         device=image.device,
     )
+    block, warps = pst._launch_config("FUNKNN_TRITON_FORWARD_CONFIG", FORWARD_CONFIG)
     return pst._launch_forward(
-        _jets_forward_kernel, out, image, coords, step, p, padding, out[0].numel(), MODE=mode
+        _jets_forward_kernel, out, image, coords, step, p, padding, out[0].numel(),
+        lanes_per_query=p * p, block=block, warps=warps, MODE=mode,
     )
 
 
@@ -458,6 +467,7 @@ def _backward(
     output_mask: list[bool],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check_jets_inputs(image, coords, step, patch_size, padding, mode)
+    pst._check_on_device("triton_patch_sample_jets_backward", image, grad_jets=grad_jets)
     batch, channels = image.shape[:2]
     queries = coords.shape[1]
     p = patch_size
@@ -472,7 +482,7 @@ def _backward(
             f"triton_patch_sample_jets_backward: output_mask must have 3 entries, "
             f"got {list(output_mask)}"
         )
-    return pst._launch_backward(
+    return pst._launch_tile_backward(
         _jets_backward_kernel, grad_jets, image, coords, step, p, padding, output_mask,
         grad_jets[0].numel(), MODE=mode,
     )
@@ -509,7 +519,8 @@ def _fake_forward(image, coords, step, patch_size, padding, mode):
 
 @backward_op.register_fake
 def _fake_backward(grad_jets, image, coords, step, patch_size, padding, mode, output_mask):
-    return torch.empty_like(image), torch.empty_like(coords), torch.empty_like(step)
+    return (pst.contiguous_empty(image), pst.contiguous_empty(coords),
+            pst.contiguous_empty(step))
 
 
 def _second_order(ctx, *grads):

@@ -14,7 +14,7 @@
 //     deterministic mode).
 //
 // dtypes: float32 and float64 images with coords/step of the same dtype; float16 / bfloat16
-// images with float32 (or image-dtype) coords and step. Weights and sums use at::opmath_type
+// images with float32 coords and step. Weights and sums use at::opmath_type
 // (float, double for float64); results are in the image dtype, coordinate and step gradients in
 // the dtype of coords and step.
 // Per-operator headers instead of <ATen/ATen.h> keep the compile short.
@@ -295,10 +295,11 @@ void check_inputs(const at::Tensor& image, const at::Tensor& coords, const at::T
                   dtype == at::kBFloat16,
               "patch_sample (cuda): image dtype must be float16, bfloat16, float32 or float64, "
               "got ", dtype);
+  // 16-bit coordinates would resolve only ~1/512 of the image: float32 for 16-bit images.
   for (const auto* tensor : {&coords, &step}) {
-    TORCH_CHECK(tensor->scalar_type() == dtype || tensor->scalar_type() == opmath_dtype(dtype),
-                "patch_sample (cuda): coords and step must have the image dtype ", dtype, " or ",
-                opmath_dtype(dtype), ", got ", tensor->scalar_type());
+    TORCH_CHECK(tensor->scalar_type() == opmath_dtype(dtype),
+                "patch_sample (cuda): coords and step must be ", opmath_dtype(dtype), " for a ",
+                dtype, " image, got ", tensor->scalar_type());
   }
   TORCH_CHECK(image.is_cuda() && coords.device() == image.device() &&
                   step.device() == image.device(),
@@ -310,6 +311,14 @@ void check_inputs(const at::Tensor& image, const at::Tensor& coords, const at::T
   TORCH_CHECK(image.size(2) >= 1 && image.size(3) >= 1, "patch_sample: image H and W must be >= 1");
   TORCH_CHECK(image.size(2) < (1 << 30) && image.size(3) < (1 << 30),
               "patch_sample (cuda): image H and W must be below 2^30");
+}
+
+// Incoming gradients must be on the image's device: a kernel would read another GPU's memory
+// as its own.
+void check_same_device(const char* op, const char* name, const at::Tensor& tensor,
+                       const at::Tensor& image) {
+  TORCH_CHECK(tensor.device() == image.device(), op, ": ", name, " is on ", tensor.device(),
+              " but image is on ", image.device());
 }
 
 Shape shape_of(const at::Tensor& image, const at::Tensor& coords, int64_t patch_size) {
@@ -347,6 +356,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_sample_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& coords,
     const at::Tensor& step, int64_t patch_size, int64_t padding, std::array<bool, 3> output_mask) {
   check_inputs(image, coords, step, patch_size, padding);
+  check_same_device("patch_sample_backward (cuda)", "grad_output", grad_output, image);
   const c10::cuda::CUDAGuard guard(image.device());
   const Shape g = shape_of(image, coords, patch_size);
   TORCH_CHECK(grad_output.sizes() ==
@@ -396,6 +406,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_sample_double_b
     const std::optional<at::Tensor>& grad_grad_step, int64_t patch_size, int64_t padding,
     std::array<bool, 4> output_mask) {
   check_inputs(image, coords, step, patch_size, padding);
+  const char* op = "patch_sample_double_backward (cuda)";
+  check_same_device(op, "grad_output", grad_output, image);
+  if (grad_grad_image.has_value() && grad_grad_image->defined())
+    check_same_device(op, "grad_grad_image", *grad_grad_image, image);
+  if (grad_grad_coords.has_value() && grad_grad_coords->defined())
+    check_same_device(op, "grad_grad_coords", *grad_grad_coords, image);
+  if (grad_grad_step.has_value() && grad_grad_step->defined())
+    check_same_device(op, "grad_grad_step", *grad_grad_step, image);
   const c10::cuda::CUDAGuard guard(image.device());
   const Shape g = shape_of(image, coords, patch_size);
   TORCH_CHECK(grad_output.sizes() ==

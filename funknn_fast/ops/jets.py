@@ -45,7 +45,12 @@ import torch
 from funknn_fast.ops import cpp_ops, op_autograd
 from funknn_fast.ops.backends import BackendUnavailableError, select_backend
 from funknn_fast.ops.padding import PADDING_CODES, padding_code
-from funknn_fast.ops.patch_sample import StepLike, _as_step_tensor, _check_image_and_coords
+from funknn_fast.ops.patch_sample import (
+    StepLike,
+    _as_step_tensor,
+    _check_image_and_coords,
+    _float32_positions,
+)
 from funknn_fast.ops.reference import MAX_POSITION, keys_weights, pad_indices, patch_offsets
 
 JET_MODES: dict[str, int] = {"gradient": 0, "laplacian": 1, "hessian": 2}
@@ -243,6 +248,7 @@ def patch_sample_jets(
     patch_size = int(patch_size)
     code = padding_code(padding)
     mode = jet_mode(derivatives)
+    coords, step = _float32_positions(coords, step)
     step_tensor = _as_step_tensor(step, image, coords)
     name = _select_jets_backend(backend, image)
     if name in ("cpu", "cuda"):
@@ -251,7 +257,7 @@ def patch_sample_jets(
         from funknn_fast.kernels.patch_jets_triton import forward_op
 
         return forward_op(image, coords, step_tensor, patch_size, code, mode)
+    # 16-bit images: positions and weights in float32 (the coordinates' dtype), result rounded.
     return patch_sample_jets_reference(
-        image, coords.to(image.dtype), step_tensor.to(image.dtype), patch_size, padding,
-        derivatives,
-    )
+        image.to(coords.dtype), coords, step_tensor, patch_size, padding, derivatives
+    ).to(image.dtype)

@@ -7,7 +7,10 @@ Contract (every backend, tested against an independent float64 evaluation):
   ``align_corners=False``: pixel position px = ((x + 1) W - 1) / 2, py = ((y + 1) H - 1) / 2
   (pixel k is centred at k). Values outside [-1, 1] are valid.
 * ``step``: (step_x, step_y) in input pixels, a float, a pair or a tensor of shape (2,)
-  (a 0-d tensor applies to both axes).
+  (a 0-d tensor applies to both axes). Python numbers must be finite; tensor values are not
+  read on the host (no device synchronisation: a non-finite step gives NaN samples).
+* float16/bfloat16 images take float32 coords and step; 16-bit coords (and step) are converted
+  to float32 with a warning (16-bit coordinates resolve only about 1/512 of the image).
 * Result (B, Q, C, p, p), out[b, q, c, i, j] = I_c(px + (j - (p-1)/2) step_x,
   py + (i - (p-1)/2) step_y), where I_c is Keys cubic convolution (a = -0.5) over the 4 x 4 taps
   floor(.) - 1 .. floor(.) + 2 of each axis.
@@ -21,7 +24,9 @@ Contract (every backend, tested against an independent float64 evaluation):
 
 from __future__ import annotations
 
+import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -65,6 +70,22 @@ def _check_image_and_coords(image: torch.Tensor, coords: torch.Tensor) -> None:
         )
 
 
+def _float32_positions(coords: torch.Tensor, step: StepLike) -> tuple[torch.Tensor, StepLike]:
+    """16-bit coords and step upcast to float32, with a warning: 16-bit coordinates resolve only
+    about 1/512 of the image, so the kernels compute positions and weights in float32."""
+    if coords.dtype not in LOW_PRECISION:
+        return coords, step
+    warnings.warn(
+        f"patch_sample: {coords.dtype} coordinates resolve only about 1/512 of the image; they are "
+        "converted to float32 (pass float32 coordinates with 16-bit images)",
+        UserWarning,
+        stacklevel=3,
+    )
+    if isinstance(step, torch.Tensor) and step.dtype in LOW_PRECISION:
+        step = step.float()
+    return coords.float(), step
+
+
 def _as_step_tensor(step: StepLike, image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     if isinstance(step, torch.Tensor):
         if not step.is_floating_point():
@@ -79,23 +100,23 @@ def _as_step_tensor(step: StepLike, image: torch.Tensor, coords: torch.Tensor) -
             )
         if step.dtype != coords.dtype:
             raise TypeError(f"step dtype {step.dtype} must match coords dtype {coords.dtype}")
+        # No value check: reading a device tensor would synchronise with the host (every call
+        # of a training step or render chunk); a non-finite step gives NaN samples like a
+        # non-finite coordinate.
+        return step
+    if isinstance(step, numbers.Real) and not isinstance(step, bool):
+        values = [float(step), float(step)]
+    elif (
+        isinstance(step, Sequence)
+        and len(step) == 2
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in step)
+    ):
+        values = [float(v) for v in step]
     else:
-        if isinstance(step, numbers.Real) and not isinstance(step, bool):
-            values = [float(step), float(step)]
-        elif (
-            isinstance(step, Sequence)
-            and len(step) == 2
-            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in step)
-        ):
-            values = [float(v) for v in step]
-        else:
-            raise TypeError(
-                f"step must be a float, a pair of floats or a tensor (2,), got {step!r}"
-            )
-        step = torch.tensor(values, dtype=coords.dtype, device=image.device)
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(step.detach()).all()):
-        raise ValueError(f"step must be finite, got {step.detach().cpu().tolist()}")
-    return step
+        raise TypeError(f"step must be a float, a pair of floats or a tensor (2,), got {step!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"step must be finite, got {values}")
+    return torch.tensor(values, dtype=coords.dtype, device=image.device)
 
 
 def patch_sample(
@@ -126,6 +147,7 @@ def patch_sample(
         raise ValueError(f"patch_size must be >= 1, got {patch_size}")
     patch_size = int(patch_size)
     code = padding_code(padding)
+    coords, step = _float32_positions(coords, step)
     step_tensor = _as_step_tensor(step, image, coords)
     name = select_backend(backend, image)
     if name == "cpu":
@@ -136,6 +158,7 @@ def patch_sample(
         from funknn_fast.kernels.patch_sample_triton import triton_patch_sample
 
         return triton_patch_sample(image, coords, step_tensor, patch_size, padding)
+    # 16-bit images: positions and weights in float32 (the coordinates' dtype), result rounded.
     return patch_sample_reference(
-        image, coords.to(image.dtype), step_tensor.to(image.dtype), patch_size, padding
-    )
+        image.to(coords.dtype), coords, step_tensor, patch_size, padding
+    ).to(image.dtype)

@@ -21,7 +21,11 @@ import torch
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 PADDINGS = ("zeros", "border", "reflection")
 JET_MODE_NAMES = ("gradient", "laplacian", "hessian")
-GPU_BACKENDS = ("triton", "cuda")
+# FUNKNN_GPU_TEST_BACKENDS (comma-separated) limits the GPU tests' backends: benchmarks/gpu_check.sh
+# runs the Triton ones before the CUDA extension is built, the CUDA ones after.
+GPU_BACKENDS = tuple(
+    name for name in os.environ.get("FUNKNN_GPU_TEST_BACKENDS", "triton,cuda").split(",") if name
+)
 # GPU cases: W = 1 with coordinates far outside; a 1 x 2 image with p = 1; a mid-sized image.
 ODD = (2, 2, 3, 1, 5, 9, 30.0)
 TINY = (1, 1, 1, 2, 3, 1, 4.0)
@@ -87,6 +91,44 @@ def assert_jets_close_scaled(actual, expected, tol, what):
         scale = 1.0 + float(e.abs().max())
         error = float((a - e).abs().max())
         assert error <= tol * scale, f"{what} [{k}]: max error {error:.3g} > {tol * scale:.3g}"
+
+
+def odd_layouts(image, coords, step):
+    """{name: (image, coords, step)} with the values of the inputs (or, "expanded", of their first
+    batch, query and step entry) in the layouts a caller may pass: channels-last, strided views,
+    and stride-0 (expanded) views; each keeps ``requires_grad``."""
+
+    def like(t, view):
+        return view.detach().requires_grad_(t.requires_grad)
+
+    batch, queries = coords.shape[:2]
+    strided_coords = torch.stack((coords[..., 0], coords[..., 1]), dim=1).transpose(1, 2)
+    return {
+        "channels_last": (like(image, image.contiguous(memory_format=torch.channels_last)),
+                          coords, step),
+        "strided": (like(image, image.transpose(2, 3).contiguous().transpose(2, 3)),
+                    like(coords, strided_coords), like(step, torch.stack((step, step), 1)[:, 0])),
+        "expanded": (like(image, image[:1].expand(batch, -1, -1, -1)),
+                     like(coords, coords[:, :1].expand(-1, queries, -1)),
+                     like(step, step[:1].expand(2))),
+    }
+
+
+def permuted_like(tensor):
+    """``tensor``'s values in a non-contiguous layout (its last two dims stored transposed)."""
+    return tensor.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+ATOMIC_NONDET_TOL = 1e-10
+
+
+def gradcheck_atomic(fn, inputs, **kwargs) -> None:
+    """gradcheck and gradgradcheck of ``fn`` whose image gradient is a sum by float atomics: the
+    summation order, hence the last bits, varies from run to run on a GPU, so the reentrancy
+    check (the backward run twice) needs ``nondet_tol``; float64 sums of a few hundred terms
+    reorder within ~1e-13 of their size."""
+    assert torch.autograd.gradcheck(fn, inputs, nondet_tol=ATOMIC_NONDET_TOL, **kwargs)
+    assert torch.autograd.gradgradcheck(fn, inputs, nondet_tol=ATOMIC_NONDET_TOL, **kwargs)
 
 
 def first_and_second_order(fn, image, coords, step, seed=1):

@@ -157,6 +157,27 @@ def test_opcheck_registered_ops():
 
 
 @needs_cpu
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "expanded"])
+def test_opcheck_registered_ops_on_odd_layouts(layout):
+    """Fake and real strides agree for any input layout (issue 14)."""
+    from _backend_cases import odd_layouts, permuted_like
+
+    base = random_inputs(31, batch=2, height=4, width=6, queries=2)
+    image, coords, step = odd_layouts(*base)[layout]
+    for requires_grad in (False, True):
+        args = [t.detach().requires_grad_(requires_grad) for t in (image, coords, step)]
+        torch.library.opcheck(torch.ops.funknn_fast.patch_sample_jets.default,
+                              (*args, 3, padding_code("reflection"), 1))
+    grad = permuted_like(torch.randn(4, 2, 2, 2, 3, 3, dtype=torch.float64))
+    for mask in ([True, True, True], [False, True, False]):
+        torch.library.opcheck(
+            torch.ops.funknn_fast.patch_sample_jets_backward.default,
+            (grad, image, coords, step, 3, padding_code("zeros"), 1, mask),
+            test_utils=("test_schema", "test_faketensor"),
+        )
+
+
+@needs_cpu
 def test_compiled_backward_is_first_order_only():
     image, coords, step = random_inputs(7)
     image.requires_grad_()

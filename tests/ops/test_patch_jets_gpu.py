@@ -11,6 +11,7 @@ compiles on first use.
 import pytest
 import torch
 from _backend_cases import (
+    ATOMIC_NONDET_TOL,
     DEVICE,
     MID,
     ODD,
@@ -101,7 +102,8 @@ def test_gradcheck(backend):
     require(backend)
     inputs = make_inputs((1, 2, 4, 3, 3, 3, 1.5), torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda i, c, s: patch_sample_jets(i, c, s, 3, "reflection", "hessian", backend), inputs
+        lambda i, c, s: patch_sample_jets(i, c, s, 3, "reflection", "hessian", backend), inputs,
+        nondet_tol=ATOMIC_NONDET_TOL,  # atomics: the image gradient's last bits vary run to run
     )
 
 

@@ -230,6 +230,27 @@ def test_opcheck_registered_ops():
             )
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "expanded"])
+def test_opcheck_registered_ops_on_odd_layouts(layout):
+    """The C++ ops' fake results have their real strides for any input layout (issue 14)."""
+    from _backend_cases import odd_layouts, permuted_like
+
+    ops = torch.ops.funknn_fast
+    base = random_case((2, 3, 4, 5, 3, 3), torch.float64, seed=21)
+    image, coords, step = odd_layouts(*base)[layout]
+    for requires_grad in (False, True):
+        args = [t.detach().requires_grad_(requires_grad) for t in (image, coords, step)]
+        torch.library.opcheck(ops.patch_sample, (*args, 3, 2))
+    grad_out = permuted_like(torch.randn(2, 3, 3, 3, 3, dtype=torch.float64))
+    for mask in ([True, True, True], [False, True, True], [True, False, False]):
+        torch.library.opcheck(ops.patch_sample_backward,
+                              (grad_out, image, coords, step, 3, 0, mask))
+    directions = odd_layouts(*(torch.randn_like(t) for t in base))[layout]
+    for mask in ([True] * 4, [False, True, False, True]):
+        torch.library.opcheck(ops.patch_sample_double_backward,
+                              (grad_out, image, coords, step, *directions, 3, 1, mask))
+
+
 def test_torch_compile_fullgraph_with_second_order():
     image, coords, step = random_case((1, 2, 6, 6, 4, 3), torch.float64, seed=12)
 

@@ -138,12 +138,25 @@ def test_explicit_unavailable_backend_raises():
 
 def test_cpu_backend_rejects_half_but_auto_falls_back():
     image, coords = inputs(dtype=torch.bfloat16)
+    coords = coords.float()  # 16-bit images take float32 coordinates
     with pytest.raises(BackendUnavailableError, match="float32 and float64"):
         patch_sample(image, coords, 1.0, backend="cpu")
     out = patch_sample(image, coords, 1.0)
     assert out.dtype == torch.bfloat16
     reference = patch_sample(image.float(), coords.float(), 1.0, backend="torch")
     torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05)
+
+
+def test_16_bit_coordinates_are_converted_to_float32_with_a_warning():
+    """They resolve only ~1/512 of the image (issue 14): positions are computed from their
+    float32 values, and the caller is told."""
+    image, coords = inputs(dtype=torch.bfloat16)
+    step = torch.tensor([0.9, 1.2], dtype=torch.bfloat16)
+    want = patch_sample(image, coords.float(), step.float(), 3)
+    for backend in ("torch", "auto"):
+        with pytest.warns(UserWarning, match="1/512"):
+            got = patch_sample(image, coords, step, 3, backend=backend)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_environment_overrides_auto(monkeypatch):

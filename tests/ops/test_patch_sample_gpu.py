@@ -17,6 +17,7 @@ from _backend_cases import (
     assert_close_scaled,
     benchmark_scale_results,
     first_and_second_order,
+    gradcheck_atomic,
     make_inputs,
     require,
 )
@@ -97,9 +98,7 @@ def test_coordinate_hessian_only_path(backend):
 def test_gradcheck_and_gradgradcheck(backend):
     require(backend)
     inputs = make_inputs((1, 2, 4, 3, 3, 3, 1.5), torch.float64, requires_grad=True)
-    fn = run(backend, "reflection", 3)
-    assert torch.autograd.gradcheck(fn, inputs)
-    assert torch.autograd.gradgradcheck(fn, inputs)
+    gradcheck_atomic(run(backend, "reflection", 3), inputs)
 
 
 def grid_sample_patches(image, coords, step, patch_size, padding):
@@ -220,3 +219,92 @@ def test_opcheck_on_cuda():
             args = (grad_out, image.detach(), coords.detach(), step.detach())
             torch.library.opcheck(backward, args + (2, 0, [True, True, True]))
             torch.library.opcheck(double_backward, args + directions + (2, 1, [True] * 4))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "expanded"])
+def test_opcheck_on_cuda_odd_layouts(layout):
+    """Fake and real strides agree (all results contiguous) for any input layout (issue 14)."""
+    from _backend_cases import odd_layouts, permuted_like
+
+    base = make_inputs((2, 3, 3, 4, 2, 2, 1.5), torch.float64, requires_grad=True)
+    image, coords, step = odd_layouts(*base)[layout]
+    grad_out = permuted_like(torch.randn(2, 2, 3, 2, 2, dtype=torch.float64, device=DEVICE))
+    namespaces = []
+    if backends()["triton"].available:
+        from funknn_fast.kernels import patch_sample_triton as pst
+
+        namespaces.append((pst.forward_op, pst.backward_op, pst.double_backward_op))
+    if backends()["cuda"].available:
+        ops = torch.ops.funknn_fast
+        namespaces.append((ops.patch_sample.default, ops.patch_sample_backward.default,
+                           ops.patch_sample_double_backward.default))
+    if not namespaces:
+        pytest.skip("no GPU backend available")
+    directions = odd_layouts(*(torch.randn_like(t) for t in base))[layout]
+    for forward, backward, double_backward in namespaces:
+        torch.library.opcheck(forward, (image, coords, step, 2, 2))
+        with torch.no_grad():
+            args = (grad_out, image.detach(), coords.detach(), step.detach())
+            torch.library.opcheck(backward, args + (2, 0, [True, True, True]))
+            torch.library.opcheck(backward, args + (2, 0, [False, True, True]))
+            torch.library.opcheck(double_backward, args + tuple(directions) + (2, 1, [True] * 4))
+
+
+def test_no_host_synchronisation_in_op_jets_and_model():
+    """No device-to-host synchronisation in the forward and backward of the op (first and second
+    order), of the jets, of FunkNN's training step and of its GPU inference path (issue 14):
+    ``torch.cuda.set_sync_debug_mode("error")`` raises on any (after a warm-up that compiles the
+    kernels)."""
+    from funknn_fast.models.funknn import FunkNN
+    from funknn_fast.models.gpu_inference import FunkNNInference
+    from funknn_fast.ops.jets import patch_sample_jets
+
+    available = [b for b in BACKENDS if backends()[b].available]
+    if not available:
+        pytest.skip("no GPU backend available")
+    image, coords, step = make_inputs(MID, torch.float32, requires_grad=True)
+    model = FunkNN(channels=3).to(DEVICE)
+    engine = FunkNNInference(model, chunk=128, precision="bfloat16", graphs=True)
+    # Cotangents made on the device: a copy from pageable host memory synchronises.
+    weights = torch.randn(2, 257, 3, 9, 9, device=DEVICE)
+    directions = [torch.randn_like(t) for t in (image, coords, step)]
+
+    def work():
+        for backend in available:
+            out = run(backend, "reflection", 9)(image, coords, step)
+            first = torch.autograd.grad(out, (image, coords, step), weights, create_graph=True)
+            total = sum((g * v).sum() for g, v in zip(first, directions, strict=True))
+            torch.autograd.grad(total, (image, coords, step))
+            jets = patch_sample_jets(image, coords, step, 5, "reflection", "laplacian", backend)
+            torch.autograd.grad(jets.square().sum(), (image, coords, step))
+        out = model(coords, image.detach())
+        torch.autograd.grad(out.square().sum(), list(model.parameters()))
+        engine(coords.detach(), image.detach())
+
+    work()
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        work()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tensors_on_a_second_device(backend):
+    """Tensors on cuda:1 while cuda:0 is current: the kernels run on cuda:1 (issue 14)."""
+    require(backend)
+    inputs = [t.to("cuda:1") for t in make_inputs(MID, torch.float64, requires_grad=True)]
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    with torch.cuda.device(0):
+        got = first_and_second_order(run(backend, "reflection", 9), *inputs)
+        out = run(backend, "reflection", 9)(*inputs)
+    assert out.device == torch.device("cuda:1")
+    cpu = [t.detach().cpu().double().requires_grad_() for t in inputs]
+    assert_close_scaled(out.cpu(), reference(*cpu, 9, "reflection"), 1e-12, "cuda:1 forward")
+    want = first_and_second_order(lambda i, c, s: reference(i, c, s, 9, "reflection"), *cpu)
+    for g_got, g_want in zip(got, want, strict=True):
+        for a, b in zip(g_got, g_want, strict=True):
+            assert_close_scaled(a.cpu(), b, 1e-11, f"{backend} cuda:1 derivatives")
