@@ -53,7 +53,8 @@ def precision_mode(precision: str, device_type: str):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "bfloat16":
-        with torch.autocast(device_type, dtype=torch.bfloat16):
+        # No cast cache: casts made while a CUDA graph is captured must be captured too.
+        with torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False):
             yield
         return
     saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
@@ -177,7 +178,8 @@ class FunkNNInference(_ChunkedEngine):
     def __init__(self, model: nn.Module, *, chunk: int = DEFAULT_CHUNK,
                  precision: str = "bfloat16", graphs: bool = True, compile: bool = False) -> None:
         super().__init__(chunk, precision, graphs, compile)
-        self.model = model.eval()
+        self.model = model
+        self.eval()  # render() restores the engine's mode afterwards: keep it (and model) eval
 
     def _chunk_function(self, coords: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         model = self.model
@@ -208,7 +210,8 @@ class LIIFInference(_ChunkedEngine):
     def __init__(self, model: nn.Module, *, chunk: int = DEFAULT_CHUNK,
                  precision: str = "bfloat16", graphs: bool = True, compile: bool = False) -> None:
         super().__init__(chunk, precision, graphs, compile)
-        self.model = model.eval()
+        self.model = model
+        self.eval()
         self._features = None
         self._cell = None
 

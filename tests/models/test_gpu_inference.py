@@ -85,6 +85,7 @@ def test_render_with_the_engine_equals_render_with_the_model(funknn):
     engine = FunkNNInference(funknn, chunk=100, precision="float32")
     got = render(engine, image[0], scale=2.0, chunk=engine.chunk)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert not engine.training and not funknn.training
 
 
 def test_float64_and_empty_queries():
