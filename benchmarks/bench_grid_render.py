@@ -14,7 +14,8 @@ Sections, all in one process with the same torch threads, inputs from skimage's 
      rendering, writing the PNG), wall time.
 Multiply-adds per output pixel: the lattice engine's plan (``grid_render.share_plan``), the
 per-query networks' counts, and LIIF's counted with ``torch.utils.flop_counter`` on the 64 x 64
-render (matmuls and convolutions; FLOPs / 2). Writes ``benchmarks/results/grid_render.md``.
+render (matmuls and convolutions; FLOPs / 2). Writes ``benchmarks/results/<--name>.md``
+(default grid_render); ``--only-4096`` runs section 1 alone.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default="funknn_lattice_photos", help="lattice weights name")
     parser.add_argument("--skip-4096", action="store_true", help="leave out section 1")
+    parser.add_argument("--only-4096", action="store_true", help="section 1 only")
+    parser.add_argument("--name", default="grid_render", help="results file stem")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     lattice = load_model(resolve_weights(args.model))
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                   "| cnn per query (issue 4 measurement, benchmarks/results/render_4096.md) | "
                   "31 min 19 s | - | 8,900 | 4.838 M | 1.17 GiB max RSS | quiet |", ""]
 
+    if args.only_4096:
+        return _write(args.name, lines)
     rows = []
     plan4 = share_plan(lattice, (256, 256), (1024, 1024))
     _, wall, cpu = timed(lambda: render(lattice, mid, scale=4.0))
@@ -142,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
               f"| `funknn superres photo256.png -o photo1024.png --scale 4 --model {args.model}"
               f" --threads {args.threads}` | {wall:.1f} s | {loads[-1]:.2f} |",
               "| the same with the shipped cnn before issue 13 (issue statement) | 280 s | - |"]
-    out = ROOT / "benchmarks" / "results" / "grid_render.md"
+    return _write(args.name, lines)
+
+
+def _write(name: str, lines: list[str]) -> int:
+    out = ROOT / "benchmarks" / "results" / f"{name}.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out)
