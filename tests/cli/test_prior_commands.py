@@ -13,14 +13,7 @@ from funknn_fast.prior.autoencoder import AutoEncoder
 from funknn_fast.prior.flow import LatentFlow
 from funknn_fast.prior.generator import save_parts
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: the shared test machine is oversubscribed (8-20x slower with 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
