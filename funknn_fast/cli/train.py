@@ -45,6 +45,12 @@ OPTION_HELP = {
     "checkpoint_every": "steps between checkpoints",
     "log_every": "steps between records of log.jsonl",
     "loss": "l1 (the paper's code) or l2",
+    "dense": "lattice variant: supervise every pixel of every crop through the shared grid "
+             "renderer (one scale per step from --dense-scales; --queries is unused)",
+    "dense_scales": "comma-separated upscaling factors p/q (q <= 8) of --dense steps",
+    "max_cpu_seconds": "CPU-second budget of this process (0: none); the cosine schedule "
+                       "ends with it",
+    "init": "a new run starts from these weights (a shipped model's name or a path)",
 }
 
 
@@ -70,11 +76,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, kind in (("crop_size", int), ("batch_size", int), ("queries", int),
                        ("min_scale", float), ("max_scale", float), ("steps", int), ("lr", float),
                        ("lr_min", float), ("warmup", int), ("seed", int),
-                       ("checkpoint_every", int), ("log_every", int)):
+                       ("checkpoint_every", int), ("log_every", int),
+                       ("max_cpu_seconds", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind,
                             default=getattr(defaults, name))
     parser.add_argument("--loss", choices=("l1", "l2"), default=defaults.loss)
     parser.add_argument("--fused", action="store_true", help="train through the fused CNN path")
+    parser.add_argument("--dense", action="store_true", default=None)
+    parser.add_argument("--dense-scales", default=None)
+    parser.add_argument("--init", default=None)
     parser.add_argument("--resume", action="store_true",
                         help="continue the checkpoint in the output folder, with its settings")
     parser.add_argument("--allow-changes", action="store_true",

@@ -34,6 +34,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -155,6 +156,19 @@ def pixel_centre_coords(height: int, width: int, dtype: torch.dtype = torch.floa
     return coords.to(dtype=dtype, device=device)
 
 
+def dense_sizes(crop_size: int, scale: float) -> tuple[int, int]:
+    """(n, d): the largest target side n <= ``crop_size`` with a whole low-resolution side
+    d = n / ``scale`` (``scale`` a fraction p / q with q <= 8: n is a multiple of p)."""
+    fraction = Fraction(scale).limit_denominator(8)
+    if fraction < 1 or abs(float(fraction) - scale) > 1e-9:
+        raise ValueError(f"dense training scales must be fractions p/q >= 1 with q <= 8, "
+                         f"got {scale!r}")
+    n = crop_size // fraction.numerator * fraction.numerator
+    if n == 0:
+        raise ValueError(f"crop_size {crop_size} is smaller than the numerator of scale {scale}")
+    return n, n * fraction.denominator // fraction.numerator
+
+
 @dataclass
 class Sample:
     """One training example: low-res (1, C, d, d), coords (1, Q, 2), targets (1, Q, C)."""
@@ -223,6 +237,29 @@ class CropSampler:
             crop = crop.transpose(1, 2)
         return crop.contiguous()
 
+    def _degrade(self, crop: torch.Tensor, low_size: int,
+                 generator: torch.Generator) -> torch.Tensor:
+        """``crop`` (C, n, n) downscaled to (C, low_size, low_size) with a kernel drawn from
+        ``kernels`` (antialiased bilinear alone draws nothing)."""
+        if self.kernels == ("antialiased",):
+            return downscale(crop, (low_size, low_size))
+        kernel = self.kernels[self._randint(0, len(self.kernels) - 1, generator)]
+        sigma = BLUR_SIGMA_RANGE[0] + (BLUR_SIGMA_RANGE[1] - BLUR_SIGMA_RANGE[0]) * float(
+            torch.rand((), generator=generator))
+        return degrade(crop, (low_size, low_size), kernel, blur_sigma=sigma).clamp(0, 1)
+
+    def sample_dense(self, generator: torch.Generator,
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One example supervised on every pixel: (low (C, d, d), target (C, n, n)).
+
+        n x n is the top-left corner of a random crop (flips and transposition as
+        :meth:`crop`) with n = d * ``scale`` exactly (:func:`dense_sizes`); the low-resolution
+        image is made with a kernel drawn from ``kernels``, as in :meth:`sample`.
+        """
+        n, low_size = dense_sizes(self.crop_size, scale)
+        target = self.crop(generator)[:, :n, :n].contiguous()
+        return self._degrade(target, low_size, generator), target
+
     def sample(self, generator: torch.Generator) -> Sample:
         """One random example (see :class:`Sample`)."""
         crop = self.crop(generator)
@@ -236,13 +273,7 @@ class CropSampler:
         else:
             low_size = self._randint(max(1, math.ceil(n / 8)), max(1, n // 2 - 1), generator)
             target = downscale(crop, (2 * low_size, 2 * low_size))
-        if self.kernels == ("antialiased",):
-            low = downscale(crop, (low_size, low_size))
-        else:
-            kernel = self.kernels[self._randint(0, len(self.kernels) - 1, generator)]
-            sigma = BLUR_SIGMA_RANGE[0] + (BLUR_SIGMA_RANGE[1] - BLUR_SIGMA_RANGE[0]) * float(
-                torch.rand((), generator=generator))
-            low = degrade(crop, (low_size, low_size), kernel, blur_sigma=sigma).clamp(0, 1)
+        low = self._degrade(crop, low_size, generator)
         height, width = target.shape[1:]
         index = torch.randint(0, height * width, (self.queries,), generator=generator)
         coords = torch.stack(

@@ -36,6 +36,8 @@ from torch import nn
 from funknn_fast.models.checkpoint import (
     atomic_save_tensors,
     atomic_write_text,
+    load_model,
+    resolve_weights,
     save_model,
 )
 from funknn_fast.models.funknn import FunkNN
@@ -44,10 +46,12 @@ from funknn_fast.superres.data import (
     TRAIN_PHOTOS,
     CropSampler,
     Sample,
+    dense_sizes,
     load_folder,
     load_photos,
 )
 from funknn_fast.superres.degradations import KERNELS
+from funknn_fast.superres.grid_render import render_grid
 from funknn_fast.superres.photos import training_photos
 from funknn_fast.superres.run_folder import (
     RunFolderError,
@@ -76,6 +80,14 @@ class TrainConfig:
     lr_min: float = 1e-5
     warmup: int = 50
     loss: str = "l1"  # "l1" (the paper's code) or "l2"
+    # dense: every pixel of every crop is a target, rendered by grid_render (lattice variant);
+    # one scale per step drawn from dense_scales (fractions p/q, q <= 8); queries is unused
+    dense: bool = False
+    dense_scales: str = "2,2.5,3,3.5,4"
+    init: str = ""  # weights (shipped name or path) a new run starts from; "" = random init
+    # CPU-second budget (this process, all threads; 0 = none): training stops at ``steps`` or
+    # when the budget is spent, and the schedule's progress is max(step share, budget share)
+    max_cpu_seconds: float = 0.0
     fused: bool = False  # train through funknn_fast.models.fused_cnn (measured slower for backward)
     seed: int = 0
     checkpoint_every: int = 100
@@ -93,6 +105,26 @@ class TrainConfig:
             raise ValueError(f"loss must be 'l1' or 'l2', got {self.loss!r}")
         if not self.lr > 0 or self.lr_min < 0:
             raise ValueError(f"need lr > 0 and lr_min >= 0, got {self.lr}, {self.lr_min}")
+        if not self.max_cpu_seconds >= 0:
+            raise ValueError(f"max_cpu_seconds must be >= 0, got {self.max_cpu_seconds}")
+        if self.dense:
+            if self.variant != "lattice" or self.mode != "continuous":
+                raise ValueError("dense training needs variant 'lattice' and mode 'continuous', "
+                                 f"got {self.variant!r} and {self.mode!r}")
+            for scale in self.scale_values():
+                dense_sizes(self.crop_size, scale)  # validates
+                if not self.min_scale <= scale <= self.max_scale:
+                    raise ValueError(f"dense_scales: {scale} is outside [min_scale, max_scale] "
+                                     f"= [{self.min_scale}, {self.max_scale}]")
+
+    def scale_values(self) -> tuple[float, ...]:
+        """The scales of ``dense_scales`` as floats."""
+        try:
+            values = tuple(float(v) for v in self.dense_scales.split(","))
+        except ValueError:
+            raise ValueError("dense_scales must be comma-separated numbers, got "
+                             f"{self.dense_scales!r}") from None
+        return values
 
     def kernel_names(self) -> tuple[str, ...]:
         """The downscaling kernels of ``kernels`` ("mix" = all of degradations.KERNELS)."""
@@ -108,12 +140,16 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Learning rate of step ``step`` (0-based): linear warm-up, then cosine to lr_min."""
+def learning_rate(config: TrainConfig, step: int, cpu_seconds: float = 0.0) -> float:
+    """Learning rate of step ``step`` (0-based): linear warm-up, then cosine to lr_min (over the
+    steps, or over ``max_cpu_seconds`` when that share, of ``cpu_seconds`` spent, is larger)."""
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
     span = max(1, config.steps - config.warmup)
-    progress = min(1.0, (step - config.warmup) / span)
+    progress = (step - config.warmup) / span
+    if config.max_cpu_seconds:
+        progress = max(progress, cpu_seconds / config.max_cpu_seconds)
+    progress = min(1.0, progress)
     return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
 
 
@@ -133,6 +169,26 @@ class BatchLoss(nn.Module):
         if self.loss == "l2":
             return F.mse_loss(prediction, targets)
         return F.l1_loss(prediction, targets)
+
+
+class DenseLoss(nn.Module):
+    """L1 (or L2) loss of a lattice FunkNN rendered on every pixel of the target crops.
+
+    ``forward(low (B, C, d, d), target (B, C, n, n))``: ``grid_render.render_grid`` equals
+    per-query evaluation at every pixel centre, so this is the per-query loss on all n * n
+    pixels, at the shared path's cost.
+    """
+
+    def __init__(self, model: FunkNN, loss: str = "l1") -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, low: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        prediction = render_grid(self.model, low, tuple(target.shape[2:]))
+        if self.loss == "l2":
+            return F.mse_loss(prediction, target)
+        return F.l1_loss(prediction, target)
 
 
 def _distributed() -> tuple[int, int]:
@@ -228,6 +284,36 @@ def load_checkpoint(out_dir: Path, model: FunkNN, optimizer: torch.optim.Adam) -
     return int(info["step"])
 
 
+def _cpu_seconds(began: float, world: int) -> float:
+    """CPU seconds since ``began`` (``time.process_time``); the largest over the processes of a
+    data-parallel run, so that they all stop at the same step."""
+    seconds = time.process_time() - began
+    if world > 1:
+        value = torch.tensor([seconds], dtype=torch.float64)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        seconds = float(value)
+    return seconds
+
+
+def _dense_batch(sampler: CropSampler, config: TrainConfig, generator: torch.Generator,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low (B, C, d, d), target (B, C, n, n)) of one dense step: one scale for the batch."""
+    scales = config.scale_values()
+    scale = scales[int(torch.randint(0, len(scales), (1,), generator=generator))]
+    pairs = [sampler.sample_dense(generator, scale) for _ in range(config.batch_size)]
+    low = torch.stack([pair[0] for pair in pairs]).to(device)
+    return low, torch.stack([pair[1] for pair in pairs]).to(device)
+
+
+def _initialise_from(model: FunkNN, weights: str) -> None:
+    """Copies the weights of ``weights`` (a shipped name or a path) into ``model``."""
+    source = load_model(resolve_weights(weights))
+    if source.config() != model.config():
+        raise ValueError(f"init weights {weights!r} are a {source.config()} model, the run "
+                         f"trains a {model.config()} model")
+    model.load_state_dict(source.state_dict())
+
+
 def train(
     config: TrainConfig,
     out_dir: str | os.PathLike,
@@ -255,11 +341,14 @@ def train(
                           config.min_scale, config.max_scale, config.kernel_names())
     model = FunkNN(3, config.variant, config.activation, fused=config.fused).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start, previous_seconds = 0, 0.0
+    start, previous_seconds, previous_cpu = 0, 0.0, 0.0
     if recorded is not None:
         start = load_checkpoint(out_dir, model, optimizer)
         previous_seconds = float(recorded.get("train_seconds", 0.0))
-    loss_module: nn.Module = BatchLoss(model, config.loss)
+        previous_cpu = float(recorded.get("cpu_seconds", 0.0))
+    elif config.init:
+        _initialise_from(model, config.init)
+    loss_module: nn.Module = (DenseLoss if config.dense else BatchLoss)(model, config.loss)
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     extra = {"world_size": world, **(extra or {})}
@@ -271,16 +360,28 @@ def train(
 
         bar = tqdm(total=config.steps, initial=start, desc=f"train {config.mode}", unit="step")
     began = time.perf_counter() - previous_seconds
+    began_cpu = time.process_time() - previous_cpu
     running = None
     model.train()
     for step in steps:
+        cpu_seconds = _cpu_seconds(began_cpu, world)
+        if config.max_cpu_seconds and cpu_seconds >= config.max_cpu_seconds:
+            if rank == 0:
+                save_checkpoint(out_dir, model, optimizer, config, step,
+                                {**extra, "train_seconds": time.perf_counter() - began,
+                                 "cpu_seconds": cpu_seconds, "budget_spent": True})
+            break
+        rate = learning_rate(config, step, cpu_seconds)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+            group["lr"] = rate
         generator = _step_generator(config, rank, step)
-        samples = [sampler.sample(generator) for _ in range(config.batch_size)]
-        samples = [Sample(s.low.to(device), s.coords.to(device), s.targets.to(device))
-                   for s in samples]
-        loss = loss_module(samples)
+        if config.dense:
+            loss = loss_module(*_dense_batch(sampler, config, generator, device))
+        else:
+            samples = [sampler.sample(generator) for _ in range(config.batch_size)]
+            samples = [Sample(s.low.to(device), s.coords.to(device), s.targets.to(device))
+                       for s in samples]
+            loss = loss_module(samples)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -290,15 +391,17 @@ def train(
         if rank == 0:
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{running:.4f}", lr=f"{learning_rate(config, step):.1e}")
+                bar.set_postfix(loss=f"{running:.4f}", lr=f"{rate:.1e}")
             if done % config.log_every == 0 or done == config.steps:
                 record = {"step": done, "loss": value, "loss_ema": running,
-                          "seconds": time.perf_counter() - began}
+                          "seconds": time.perf_counter() - began,
+                          "cpu_seconds": time.process_time() - began_cpu}
                 with open(log_path, "a") as log:
                     log.write(json.dumps(record) + "\n")
             if done % config.checkpoint_every == 0 or done == config.steps:
                 save_checkpoint(out_dir, model, optimizer, config, done,
-                                {**extra, "train_seconds": time.perf_counter() - began})
+                                {**extra, "train_seconds": time.perf_counter() - began,
+                                 "cpu_seconds": time.process_time() - began_cpu})
     if bar is not None:
         bar.close()
     if world > 1:

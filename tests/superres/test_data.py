@@ -11,6 +11,7 @@ from funknn_fast.superres.data import (
     TRAIN_PHOTOS,
     CropSampler,
     bundled_photo_path,
+    dense_sizes,
     downscale,
     load_bundled_photo,
     load_folder,
@@ -106,3 +107,31 @@ def test_crop_sampler_errors():
         CropSampler([torch.rand(3, 20, 20)], 16, mode="zoom")
     with pytest.raises(ValueError, match="crop_size"):
         CropSampler([torch.rand(3, 10, 10)], 16)
+
+
+def test_dense_sizes_give_whole_low_resolution_sides():
+    assert dense_sizes(96, 2) == (96, 48)
+    assert dense_sizes(96, 3) == (96, 32)
+    assert dense_sizes(96, 2.5) == (95, 38)
+    assert dense_sizes(96, 3.5) == (91, 26)
+    assert dense_sizes(96, 8 / 3) == (96, 36)
+    for scale in (2.7183, 0.5):
+        with pytest.raises(ValueError, match="scales"):
+            dense_sizes(96, scale)
+    with pytest.raises(ValueError, match="crop_size"):
+        dense_sizes(4, 7)
+
+
+def test_sample_dense_is_a_crop_and_its_downscale():
+    image = torch.rand(3, 40, 44, generator=torch.Generator().manual_seed(1))
+    sampler = CropSampler([image], crop_size=32, mode="continuous", queries=1)
+    low, target = sampler.sample_dense(torch.Generator().manual_seed(2), 2.5)
+    assert target.shape == (3, 30, 30) and low.shape == (3, 12, 12)
+    assert torch.equal(low, downscale(target, (12, 12)))
+    # the target is a 30 x 30 window of the image, up to flips and transposition
+    variants = [image, image.flip(2), image.flip(1), image.flip(1).flip(2)]
+    variants += [v.transpose(1, 2) for v in variants]
+    windows = [v.unfold(1, 30, 1).unfold(2, 30, 1) for v in variants]  # (3, i, j, 30, 30)
+    assert any((w == target[:, None, None]).all(0).all(-1).all(-1).any() for w in windows)
+    again = sampler.sample_dense(torch.Generator().manual_seed(2), 2.5)
+    assert torch.equal(again[1], target)

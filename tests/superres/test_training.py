@@ -13,9 +13,11 @@ from safetensors.torch import load_file
 
 from funknn_fast.models.checkpoint import load_model
 from funknn_fast.models.funknn import FunkNN
-from funknn_fast.superres.data import CropSampler, load_folder
+from funknn_fast.superres.data import CropSampler, Sample, load_folder, pixel_centre_coords
+from funknn_fast.superres.grid_render import render_grid
 from funknn_fast.superres.training import (
     BatchLoss,
+    DenseLoss,
     TrainConfig,
     _step_generator,
     learning_rate,
@@ -149,3 +151,82 @@ def test_ddp_two_cpu_processes_gloo(image_folder, tmp_path):
         # the float32 summation-order differences of near-cancelling gradients). Training both
         # ranks on rank 0's samples instead moves weights by up to 5e-3.
         assert torch.allclose(model.state_dict()[name], value, atol=4e-4), name
+
+
+def test_dense_loss_is_the_per_query_loss_on_every_pixel():
+    """Dense training's loss and gradients equal the per-query path's on all pixel centres."""
+    torch.manual_seed(0)
+    model = FunkNN(3, "lattice").double()
+    low = torch.rand(2, 3, 10, 10, dtype=torch.float64)
+    target = torch.rand(2, 3, 25, 25, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    dense = DenseLoss(model)(low, target)
+    dense_grads = torch.autograd.grad(dense, params)
+    coords = pixel_centre_coords(25, 25, torch.float64)[None]
+    samples = [Sample(low[i : i + 1], coords, target[i].reshape(3, -1).t()[None])
+               for i in range(2)]
+    per_query = BatchLoss(model)(samples)
+    per_query_grads = torch.autograd.grad(per_query, params)
+    assert float(dense.detach()) == pytest.approx(float(per_query.detach()), rel=1e-12)
+    for a, b in zip(dense_grads, per_query_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_dense_training_config_is_checked():
+    with pytest.raises(ValueError, match="lattice"):
+        TrainConfig(dense=True)
+    with pytest.raises(ValueError, match="outside"):
+        TrainConfig(dense=True, variant="lattice", dense_scales="2,5")
+    with pytest.raises(ValueError, match="dense_scales"):
+        TrainConfig(dense=True, variant="lattice", dense_scales="2,x")
+    with pytest.raises(ValueError, match="max_cpu_seconds"):
+        TrainConfig(max_cpu_seconds=-1)
+
+
+def test_dense_training_matches_a_hand_written_loop(image_folder, tmp_path):
+    config = _config(image_folder, variant="lattice", dense=True, crop_size=12, steps=2,
+                     dense_scales="2,3")
+    model = train(config, tmp_path / "dense", progress=False)
+    torch.manual_seed(config.seed)
+    sampler = CropSampler(load_folder(config.data), config.crop_size, config.mode,
+                          config.queries, config.min_scale, config.max_scale)
+    expected = FunkNN(3, "lattice")
+    optimizer = torch.optim.Adam(expected.parameters(), lr=config.lr)
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        generator = _step_generator(config, 0, step)
+        scale = (2.0, 3.0)[int(torch.randint(0, 2, (1,), generator=generator))]
+        pairs = [sampler.sample_dense(generator, scale) for _ in range(config.batch_size)]
+        low, target = (torch.stack([p[k] for p in pairs]) for k in (0, 1))
+        optimizer.zero_grad()
+        prediction = render_grid(expected, low, tuple(target.shape[2:]))
+        torch.nn.functional.l1_loss(prediction, target).backward()
+        optimizer.step()
+    for name, value in expected.state_dict().items():
+        assert torch.allclose(model.state_dict()[name], value, atol=1e-6), name
+
+
+def test_cpu_budget_ends_training_and_the_schedule(image_folder, tmp_path):
+    config = TrainConfig(steps=100, warmup=0, lr=1e-3, lr_min=1e-5, max_cpu_seconds=10.0)
+    assert learning_rate(config, 0, 5.0) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate(config, 50, 1.0) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate(config, 1, 10.0) == pytest.approx(1e-5)
+    budget = _config(image_folder, steps=1000, max_cpu_seconds=1e-3)
+    train(budget, tmp_path / "budget", progress=False)
+    info = json.loads((tmp_path / "budget" / "checkpoint.json").read_text())
+    assert info["budget_spent"] is True and 1 <= info["step"] < 1000
+    assert info["cpu_seconds"] >= 1e-3
+
+
+def test_init_starts_from_given_weights(image_folder, tmp_path):
+    first = train(_config(image_folder, variant="lattice", steps=1), tmp_path / "a",
+                  progress=False)
+    # lr tiny: the second run's weights stay at the first run's, not at a fresh random init
+    second = train(_config(image_folder, variant="lattice", steps=1, lr=1e-12, lr_min=0,
+                           init=str(tmp_path / "a" / "model")), tmp_path / "b", progress=False)
+    for name, value in first.state_dict().items():
+        assert torch.allclose(second.state_dict()[name], value, atol=1e-9), name
+    with pytest.raises(ValueError, match="init weights"):
+        train(_config(image_folder, variant="cnn", steps=1, init=str(tmp_path / "a" / "model")),
+              tmp_path / "c", progress=False)
