@@ -13,6 +13,11 @@ and the same name ``.png`` (truth, baseline, method for the first images). Progr
 image (``--quiet`` turns it off).
 ``--workers N`` solves the images in N processes (``--threads`` each, default 1); every image
 has its own seeded solver, so the results do not depend on N.
+``--device`` (auto: CUDA when available) holds the prior and every tensor of every method (the
+scipy baselines Poisson / TV compute on the CPU and hand their images back); the CT noise and the
+query subsets are drawn on the CPU from ``--seed``, so they are the same on every device. There
+is no ``--dtype``: the solver's step sizes and the tuned baselines are float32 / float64 as
+written.
 
 Defaults of the solver options depend on the problem (``PROBLEM_DEFAULTS`` in
 :mod:`funknn_fast.prior.solvers`): the derivative problems warm-start ``z`` (and, for dense
@@ -57,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="processes solving images in parallel (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_device_options(parser)
     parser.add_argument("--size", type=int, help="observation / rendering grid n (default 64)")
     helps = {
         "init-steps": "warm start: Adam steps fitting G(z) to the baseline (up to a constant)",
@@ -157,7 +163,8 @@ def _figure(path: Path, problem: str, rows: list[dict], baseline_name: str,
 
 
 def _solve_one(problem, prior, config, method, progress=None) -> dict:
-    """Solve one single-image problem: ``estimate``, ``seconds``, ``final_loss``."""
+    """Solve one single-image problem (on the prior's device): ``estimate (1, 1, n, n)`` on
+    that device, ``seconds``, ``final_loss``."""
     from funknn_fast.prior import solvers
 
     start = time.perf_counter()
@@ -172,22 +179,27 @@ def _solve_one(problem, prior, config, method, progress=None) -> dict:
 _WORKER_PRIOR = None
 
 
-def _worker_init(weights: str, threads: int) -> None:
+def _worker_init(weights: str, threads: int, device: str) -> None:
     import torch
 
     from funknn_fast.prior.generator import load_prior
 
     global _WORKER_PRIOR
     torch.set_num_threads(threads)
-    _WORKER_PRIOR = load_prior(weights)
+    _WORKER_PRIOR = load_prior(weights).to(device)
 
 
 def _worker_solve(problem, config, method) -> dict:
-    return _solve_one(problem, _WORKER_PRIOR, config, method)
+    """:func:`_solve_one` in a worker: ``problem`` comes on the CPU, is solved on the worker
+    prior's device, and the estimate goes back on the CPU (no device tensors between processes).
+    """
+    outcome = _solve_one(problem.to(_WORKER_PRIOR.device), _WORKER_PRIOR, config, method)
+    return {**outcome, "estimate": outcome["estimate"].cpu()}
 
 
 def _solve_images(problem, prior, config, args):
-    """Yield ``(k, outcome)`` for every image ``k`` of ``problem``, in completion order."""
+    """Yield ``(k, outcome)`` for every image ``k`` of ``problem``, in completion order; the
+    estimates on the prior's device (= the problem's)."""
     from tqdm import tqdm
 
     from funknn_fast.prior.solvers import method_steps
@@ -217,14 +229,15 @@ def _solve_images(problem, prior, config, args):
     weights = str(args.weights or DEFAULT_PRIOR)
     with ProcessPoolExecutor(max_workers=min(args.workers, count), mp_context=context,
                              initializer=_worker_init,
-                             initargs=(weights, args.threads or 1)) as pool:
-        futures = {pool.submit(_worker_solve, problem.select(k), config, args.method): k
+                             initargs=(weights, args.threads or 1, str(prior.device))) as pool:
+        futures = {pool.submit(_worker_solve, problem.select(k).to("cpu"), config, args.method): k
                    for k in range(count)}
         with tqdm(total=count, desc=f"{args.problem} ({args.workers} workers)",
                   disable=args.quiet, file=sys.stderr, leave=False) as bar:
             for future in as_completed(futures):
                 bar.update(1)
-                yield futures[future], future.result()
+                outcome = future.result()
+                yield futures[future], {**outcome, "estimate": outcome["estimate"].to(prior.device)}
 
 
 def output_stem(problem: str, method: str, seed: int) -> str:
@@ -251,16 +264,17 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--method for {args.problem} must be one of "
                            f"{', '.join(solvers.METHODS[args.problem])}, got {args.method!r}")
     config = _config(args)
+    device = common.device_of(args)
     common.output_folder(args.out_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        prior = load_prior(args.weights or DEFAULT_PRIOR)
+        prior = load_prior(args.weights or DEFAULT_PRIOR).to(device)
     except PriorFileError as error:
         raise CommandError(str(error)) from error
     phantoms = prior.info["phantoms"]
     indices = list(range(args.first, args.first + args.n_images))
-    params = phantom_parameters(indices, args.split, phantoms["seed"])
+    params = phantom_parameters(indices, args.split, phantoms["seed"]).to(device)
     problem = solvers.make_problem(args.problem, params, config, phantoms["edge_width"])
     baseline_name = "FBP" if args.problem == "ct" else "Poisson"
     start = time.perf_counter()
@@ -309,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
         "phantoms": phantoms,
         "threads": torch.get_num_threads() if args.workers == 1 else (args.threads or 1),
         "workers": args.workers,
+        "device": str(prior.device),
         "command": "funknn " + " ".join(sys.argv[1:]) if sys.argv else "",
     }
     out_dir = Path(args.out_dir)
@@ -318,8 +333,8 @@ def run(args: argparse.Namespace) -> int:
     _atomic_write(json_path, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
     rows = []
     for k in range(min(FIGURE_ROWS, len(indices))):
-        row = {"index": indices[k], "truth": problem.truth[k, 0].numpy(),
-               "baseline": baseline[k, 0].numpy(), "estimate": estimate[k, 0].numpy()}
+        row = {"index": indices[k], "truth": problem.truth[k, 0].cpu().numpy(),
+               "baseline": baseline[k, 0].cpu().numpy(), "estimate": estimate[k, 0].cpu().numpy()}
         for name in ("baseline", "estimate"):
             for key in ("snr", "si_snr", "detail_snr"):
                 row[f"{name}_{key}"] = results[name][key][k]

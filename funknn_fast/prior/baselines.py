@@ -22,7 +22,9 @@ sinograms ``(B, 1, A, S)`` (angle-major rays of :func:`funknn_fast.prior.radon.r
 
 ``TV(u)`` is :func:`total_variation`: ``mean |dx| + mean |dy|`` over the image's pixel pairs.
 The weights are :data:`funknn_fast.prior.solvers.BASELINE_DEFAULTS` (tuned on validation
-phantoms, ``benchmarks/prior_tune.py``).
+phantoms, ``benchmarks/prior_tune.py``). The primal-dual iterations run in numpy / scipy on the
+CPU; :func:`tv_ct` and :func:`tv_poisson` take tensors on any device and return their result on
+the device of their input.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from funknn_fast.prior.poisson import poisson_integrate, poisson_system
+from funknn_fast.prior.poisson import numpy_of, poisson_integrate, poisson_system, tensor_like
 from funknn_fast.prior.radon import ray_points
 
 
@@ -52,7 +54,8 @@ def radon_matrix(
 ) -> torch.Tensor:
     """Sparse COO matrix ``(A * S, size * size)`` float64 with ``M @ u.flatten()`` equal to
     ``radon(image_function(u), angles, positions, samples_per_ray=samples_per_ray)`` of a
-    ``size x size`` image ``u`` (row-major; bilinear interpolation, zero outside the grid)."""
+    ``size x size`` image ``u`` (row-major; bilinear interpolation, zero outside the grid), on
+    the device of ``positions``."""
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     points, length = ray_points(angles.double(), positions.double(), samples_per_ray, support)
@@ -62,7 +65,7 @@ def radon_matrix(
     x0, y0 = ix.floor(), iy.floor()
     fx, fy = ix - x0, iy - y0
     scale = (length / samples_per_ray).unsqueeze(1)
-    ray = torch.arange(rays).unsqueeze(1).expand_as(ix)
+    ray = torch.arange(rays, device=points.device).unsqueeze(1).expand_as(ix)
     rows, cols, values = [], [], []
     for dx, wx in ((0, 1.0 - fx), (1, fx)):
         for dy, wy in ((0, 1.0 - fy), (1, fy)):
@@ -134,9 +137,9 @@ def pdhg_tv(
 
 
 def _scipy(matrix: torch.Tensor) -> sp.csr_matrix:
-    """A torch sparse COO matrix as scipy CSR."""
-    indices = matrix.indices().numpy()
-    return sp.csr_matrix((matrix.values().numpy(), (indices[0], indices[1])),
+    """A torch sparse COO matrix (any device) as scipy CSR."""
+    indices = matrix.indices().cpu().numpy()
+    return sp.csr_matrix((numpy_of(matrix.values()), (indices[0], indices[1])),
                          shape=tuple(matrix.shape))
 
 
@@ -152,16 +155,17 @@ def tv_ct(
     """Non-negative least squares + TV of ``sinogram (1, 1, A, S)``:
     ``min_{u >= 0} |A u - v|^2 / |v|^2 + weight * TV(u)`` from ``u = 0`` (:func:`pdhg_tv`),
     ``A`` = :func:`radon_matrix` with ``samples_per_ray`` (default ``size``: the prior's CT
-    forward model). Returns the image ``(1, 1, size, size)`` and the objective per iteration."""
+    forward model). Returns the image ``(1, 1, size, size)`` (device and dtype of ``sinogram``;
+    solved on the CPU) and the objective per iteration."""
     if sinogram.dim() != 4 or sinogram.shape[:2] != (1, 1):
         raise ValueError(f"sinogram must have shape (1, 1, A, S), got {tuple(sinogram.shape)}")
     if weight < 0:
         raise ValueError(f"weight must be >= 0, got {weight}")
     matrix = _scipy(radon_matrix(angles, positions, size, samples_per_ray or size))
-    data = sinogram.detach().double().reshape(-1).numpy()
+    data = numpy_of(sinogram).reshape(-1)
     image, objective = pdhg_tv(matrix, data, np.ones_like(data), size, weight, iterations,
                                np.zeros(size * size), nonnegative=True)
-    return torch.from_numpy(image).reshape(1, 1, size, size).to(sinogram.dtype), objective
+    return tensor_like(image, sinogram).reshape(1, 1, size, size), objective
 
 
 def tv_poisson(
@@ -174,8 +178,8 @@ def tv_poisson(
     """TV-regularised Poisson integration of ``gradients (1, 2, n, n)`` (``d/dx``, ``d/dy``)
     observed where ``mask (1, n, n)``: ``min_u sum_e w_e (D u - t)_e^2 / sum_e w_e t_e^2 +
     weight * TV(u)`` on the edge system of :func:`funknn_fast.prior.poisson.poisson_system`, from
-    the Poisson solution (:func:`pdhg_tv`). Returns the zero-mean image ``(1, 1, n, n)`` and the
-    objective per iteration."""
+    the Poisson solution (:func:`pdhg_tv`). Returns the zero-mean image ``(1, 1, n, n)`` (device
+    and dtype of ``gradients``; solved on the CPU) and the objective per iteration."""
     if gradients.dim() != 4 or gradients.shape[:2] != (1, 2):
         raise ValueError(f"gradients must have shape (1, 2, n, n), got {tuple(gradients.shape)}")
     if gradients.shape[-1] != gradients.shape[-2]:
@@ -184,12 +188,12 @@ def tv_poisson(
         raise ValueError(f"weight must be >= 0, got {weight}")
     n = gradients.shape[-1]
     matrix, target, weights = poisson_system(
-        gradients[0].detach().double().numpy(), mask[0].numpy().astype(bool), missing_weight)
-    start = poisson_integrate(gradients.double(), mask, missing_weight).reshape(-1).numpy()
+        numpy_of(gradients[0]), mask[0].cpu().numpy().astype(bool), missing_weight)
+    start = numpy_of(poisson_integrate(gradients.double(), mask, missing_weight)).reshape(-1)
     image, objective = pdhg_tv(matrix, target, weights, n, weight, iterations, start,
                                nonnegative=False)
     image = image - image.mean()
-    return torch.from_numpy(image).reshape(1, 1, n, n).to(gradients.dtype), objective
+    return tensor_like(image, gradients).reshape(1, 1, n, n), objective
 
 
 def _cubic_weights(t: torch.Tensor, a: float = -0.75) -> torch.Tensor:

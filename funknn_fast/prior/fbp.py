@@ -46,8 +46,8 @@ def back_project(
     """Sum over angles of ``filtered (B, C, A, S)`` at ``s = x cos(theta) + y sin(theta)``."""
     batch, channels, count, bins = filtered.shape
     spacing = float(positions[1] - positions[0]) if bins > 1 else 1.0
-    grid = pixel_centers(size, 1, filtered.dtype).to(filtered.device)[0]  # (P, 2)
-    theta = angles.to(filtered.dtype).to(filtered.device)
+    grid = pixel_centers(size, 1, filtered.dtype, filtered.device)[0]  # (P, 2)
+    theta = angles.to(device=filtered.device, dtype=filtered.dtype)
     s = grid[:, 0:1] * torch.cos(theta) + grid[:, 1:2] * torch.sin(theta)  # (P, A)
     index = (s - float(positions[0])) / spacing
     low = index.floor().clamp(-1, bins - 1)

@@ -87,6 +87,10 @@ class LatentFlow(nn.Module):
         return self.flow().transform.inv(z) * self.std + self.mean
 
     def sample(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = torch.randn(count, self.features, generator=generator, dtype=self.mean.dtype)
+        """``count`` latents ``(count, L)`` on the flow's device; the base draw is made on the
+        device of ``generator`` (the CPU by default), so a seed gives the same draw everywhere."""
+        source = "cpu" if generator is None else generator.device
+        z = torch.randn(count, self.features, generator=generator, dtype=self.mean.dtype,
+                        device=source)
         z = z.to(self.mean.device)
         return self.from_base(z)

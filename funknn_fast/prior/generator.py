@@ -60,6 +60,11 @@ class ContinuousPrior(nn.Module):
     def latent(self) -> int:
         return self.autoencoder.latent
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the prior's weights (``prior.to(device)`` moves them)."""
+        return next(self.parameters()).device
+
     def generate(self, z: torch.Tensor, decoder: nn.Module | None = None) -> torch.Tensor:
         """Low-res images ``(B, C, d, d)`` from base latents ``z (B, L)``.
 
@@ -72,8 +77,9 @@ class ContinuousPrior(nn.Module):
         return self.funknn(coords, images)
 
     def render(self, images: torch.Tensor, size: int, chunk: int = 1 << 14) -> torch.Tensor:
-        """``FunkNN`` at the ``size x size`` pixel centres: ``(B, C, size, size)``."""
-        coords = pixel_centers(size, images.shape[0], images.dtype).to(images.device)
+        """``FunkNN`` at the ``size x size`` pixel centres: ``(B, C, size, size)`` (device of
+        ``images``)."""
+        coords = pixel_centers(size, images.shape[0], images.dtype, images.device)
         values = torch.cat(
             [self.funknn(coords[:, s : s + chunk], images) for s in range(0, size * size, chunk)],
             dim=1,
@@ -84,9 +90,10 @@ class ContinuousPrior(nn.Module):
         self, count: int, size: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """``count`` continuous samples rendered at ``size x size``: ``(count, C, size, size)``
-        on the prior's device (``z`` is drawn on the CPU, so a seed gives the same samples)."""
-        device = next(self.parameters()).device
-        z = torch.randn(count, self.latent, generator=generator).to(device)
+        on the prior's device (``z`` is drawn on the device of ``generator``, the CPU by default,
+        then moved: a seeded CPU generator gives the same samples on every device)."""
+        source = "cpu" if generator is None else generator.device
+        z = torch.randn(count, self.latent, generator=generator, device=source).to(self.device)
         return self.render(self.generate(z), size)
 
 

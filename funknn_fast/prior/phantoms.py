@@ -123,11 +123,17 @@ def ellipse_function(
     return (rho * profile).sum(-1, keepdim=True)
 
 
-def pixel_centers(size: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Pixel-centre coordinates ``(batch, size * size, 2)`` of a ``size x size`` grid, row-major."""
+def pixel_centers(
+    size: int,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Pixel-centre coordinates ``(batch, size * size, 2)`` of a ``size x size`` grid, row-major,
+    on ``device`` (``None``: the CPU)."""
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    axis = (2.0 * torch.arange(size, dtype=dtype) + 1.0) / size - 1.0
+    axis = (2.0 * torch.arange(size, dtype=dtype, device=device) + 1.0) / size - 1.0
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
     grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
     return grid.unsqueeze(0).expand(batch, -1, -1).contiguous()
@@ -140,7 +146,8 @@ def rasterize(
     supersample: int = 1,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Phantoms ``(B, K, 6)`` on a ``size x size`` grid: ``(B, 1, size, size)``.
+    """Phantoms ``(B, K, 6)`` on a ``size x size`` grid: ``(B, 1, size, size)`` on the device of
+    ``params``.
 
     Each pixel is the mean of ``supersample^2`` point samples spread evenly over the pixel
     (``supersample = 1``: the value at the pixel centre), computed in ``dtype``.
@@ -148,7 +155,7 @@ def rasterize(
     if supersample < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     batch = params.shape[0]
-    fine = pixel_centers(size * supersample, batch, dtype)
+    fine = pixel_centers(size * supersample, batch, dtype, params.device)
     values = ellipse_function(params, fine, edge_width).reshape(
         batch, 1, size, supersample, size, supersample
     )

@@ -10,6 +10,10 @@ over the horizontal and vertical edges between neighbouring pixels (trapezoidal 
 has weight 1 when both ends are observed, ``missing_weight`` otherwise (then its target uses the
 observed end's gradient, or 0); ``eps`` (tiny) only pins the unidentifiable constant. The mean
 of the result is 0: compare with the shift-invariant SNR. Solved with a sparse direct solver.
+
+scipy runs on the CPU: :func:`numpy_of` copies a tensor there, :func:`tensor_like` brings a
+result back to the device (and dtype) of the input, so the baselines take and return tensors on
+any device (:mod:`.baselines` uses the same two).
 """
 
 from __future__ import annotations
@@ -18,6 +22,16 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+
+
+def numpy_of(tensor: torch.Tensor) -> np.ndarray:
+    """``tensor`` as a float64 numpy array (copied to the CPU, where scipy runs)."""
+    return tensor.detach().cpu().double().numpy()
+
+
+def tensor_like(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """The numpy ``array`` as a tensor on the device and with the dtype of ``like``."""
+    return torch.from_numpy(array).to(device=like.device, dtype=like.dtype)
 
 
 def _edge_system(
@@ -73,18 +87,19 @@ def poisson_integrate(
 ) -> torch.Tensor:
     """Integrate ``gradients (B, 2, n, n)`` (``d/dx``, ``d/dy``) into images ``(B, 1, n, n)``.
 
-    ``mask (B, n, n)`` (bool) marks observed pixels (default: all). Result has zero mean.
+    ``mask (B, n, n)`` (bool) marks observed pixels (default: all). Result has zero mean, on
+    the device and with the dtype of ``gradients`` (solved on the CPU).
     """
     if gradients.dim() != 4 or gradients.shape[1] != 2:
         raise ValueError(f"gradients must have shape (B, 2, n, n), got {tuple(gradients.shape)}")
     batch, _, n_rows, n_cols = gradients.shape
     if mask is None:
-        mask = torch.ones(batch, n_rows, n_cols, dtype=torch.bool)
+        mask = torch.ones(batch, n_rows, n_cols, dtype=torch.bool, device=gradients.device)
     if mask.shape != (batch, n_rows, n_cols):
         raise ValueError(f"mask must have shape {(batch, n_rows, n_cols)}, got {tuple(mask.shape)}")
     if missing_weight < 0 or eps <= 0:
         raise ValueError(f"need missing_weight >= 0 and eps > 0, got {missing_weight}, {eps}")
-    grads = gradients.detach().cpu().double().numpy()
+    grads = numpy_of(gradients)
     masks = mask.detach().cpu().numpy().astype(bool)
     size = n_rows * n_cols
     out = np.zeros((batch, n_rows, n_cols))
@@ -94,4 +109,4 @@ def poisson_integrate(
         normal = (matrix.T @ weight @ matrix + eps * sp.identity(size)).tocsc()
         solution = spla.spsolve(normal, matrix.T @ (weight @ target))
         out[item] = (solution - solution.mean()).reshape(n_rows, n_cols)
-    return torch.from_numpy(out).to(gradients.dtype).unsqueeze(1)
+    return tensor_like(out, gradients).unsqueeze(1)

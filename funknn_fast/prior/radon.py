@@ -32,38 +32,49 @@ ContinuousImage = Callable[[torch.Tensor], torch.Tensor]
 
 
 def detector_positions(
-    bins: int, extent: float = math.sqrt(2.0), dtype: torch.dtype = torch.float32
+    bins: int,
+    extent: float = math.sqrt(2.0),
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Centres ``(bins,)`` of ``bins`` equal detector cells covering ``[-extent, extent]``."""
+    """Centres ``(bins,)`` of ``bins`` equal detector cells covering ``[-extent, extent]``, on
+    ``device`` (``None``: the CPU)."""
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
     if extent <= 0:
         raise ValueError(f"extent must be > 0, got {extent}")
-    return ((2.0 * torch.arange(bins, dtype=dtype) + 1.0) / bins - 1.0) * extent
+    return ((2.0 * torch.arange(bins, dtype=dtype, device=device) + 1.0) / bins - 1.0) * extent
 
 
 def limited_angles(
-    count: int, low_degrees: float = -70.0, high_degrees: float = 70.0
+    count: int,
+    low_degrees: float = -70.0,
+    high_degrees: float = 70.0,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``count`` angles (radians) evenly spaced over ``[low, high]`` degrees, both included."""
+    """``count`` angles (radians) evenly spaced over ``[low, high]`` degrees, both included, on
+    ``device`` (``None``: the CPU)."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if count == 1:
-        return torch.tensor([math.radians(0.5 * (low_degrees + high_degrees))])
-    return torch.deg2rad(torch.linspace(low_degrees, high_degrees, count, dtype=torch.float64))
+        return torch.tensor([math.radians(0.5 * (low_degrees + high_degrees))], device=device)
+    return torch.deg2rad(
+        torch.linspace(low_degrees, high_degrees, count, dtype=torch.float64, device=device)
+    )
 
 
-def full_angles(count: int) -> torch.Tensor:
-    """``count`` angles (radians) evenly spaced over ``[0, pi)``."""
+def full_angles(count: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``count`` angles (radians) evenly spaced over ``[0, pi)``, on ``device`` (``None``: CPU)."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
-    return torch.arange(count, dtype=torch.float64) * (math.pi / count)
+    return torch.arange(count, dtype=torch.float64, device=device) * (math.pi / count)
 
 
 def ray_points(
     angles: torch.Tensor, positions: torch.Tensor, samples_per_ray: int, support: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample points ``(A * S, samples_per_ray, 2)`` and segment lengths ``(A * S,)`` of all rays.
+    """Sample points ``(A * S, samples_per_ray, 2)`` and segment lengths ``(A * S,)`` of all rays,
+    in the dtype and on the device of ``positions``.
 
     Rays are ordered angle-major. A ray that misses the square has length 0.
     """
@@ -72,7 +83,7 @@ def ray_points(
     if support <= 0:
         raise ValueError(f"support must be > 0, got {support}")
     dtype = positions.dtype
-    theta = angles.to(dtype).reshape(-1, 1)
+    theta = angles.to(device=positions.device, dtype=dtype).reshape(-1, 1)
     s = positions.reshape(1, -1)
     cos_t, sin_t = torch.cos(theta), torch.sin(theta)
     origin_x, origin_y = s * cos_t, s * sin_t  # (A, S)
@@ -90,7 +101,8 @@ def ray_points(
         low, high = torch.maximum(low, axis_low), torch.minimum(high, axis_high)
     length = (high - low).clamp_min(0.0)
     start = torch.where(length > 0, low, torch.zeros_like(low))
-    fractions = (torch.arange(samples_per_ray, dtype=dtype) + 0.5) / samples_per_ray
+    steps = torch.arange(samples_per_ray, dtype=dtype, device=positions.device)
+    fractions = (steps + 0.5) / samples_per_ray
     t = start.unsqueeze(-1) + length.unsqueeze(-1) * fractions  # (A, S, M)
     points_x = origin_x.unsqueeze(-1) + t * dir_x.unsqueeze(-1)
     points_y = origin_y.unsqueeze(-1) + t * dir_y.unsqueeze(-1)

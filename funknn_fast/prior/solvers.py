@@ -34,6 +34,14 @@ field, from autograd.
 Baselines (:func:`baseline`): FBP (Ram-Lak) for CT; least-squares Poisson integration of the
 observed gradients (:mod:`.poisson`) for the derivative problems. Metrics (:mod:`.metrics`): SNR
 and shift-invariant SNR against the phantom at the pixel centres.
+
+Devices: every tensor is made on the device of its inputs. :func:`make_problem` builds the
+observations on the device of ``params`` (``Problem.to`` moves them); :func:`solve` and
+:func:`run_method` need the problem on the prior's device (``prior.to(device)``); the
+scipy-based baselines (Poisson, TV) compute on the CPU and return tensors on the problem's
+device. Random draws (CT noise, the query subsets) come from a seeded CPU generator
+(:func:`seeded_generator`) and are moved afterwards, so a seed gives the same noise and the same
+subsets on every device (``z`` starts at 0 anyway).
 """
 
 from __future__ import annotations
@@ -157,6 +165,12 @@ METHODS: dict[str, tuple[str, ...]] = {
 _WARM_START_ONLY = {"init_steps": 200, "init_finetune_steps": 1500}
 
 
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``: draws are made on the CPU and then moved to the
+    device that uses them, so they do not depend on that device."""
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
 def _check_method(kind: str, method: str) -> None:
     _check_kind(kind)
     if method not in METHODS[kind]:
@@ -177,7 +191,8 @@ def default_config(kind: str, method: str = "prior", **overrides) -> SolveConfig
 
 @dataclass
 class Problem:
-    """Observations of a batch of phantoms ``params (B, K, 6)``; ``truth (B, 1, n, n)``."""
+    """Observations of a batch of phantoms ``params (B, K, 6)``; ``truth (B, 1, n, n)``; all
+    tensors on one device (:meth:`to`)."""
 
     kind: str
     params: torch.Tensor
@@ -202,6 +217,22 @@ class Problem:
             pick(self.sinogram), dict(self.extra),
         )
 
+    @property
+    def device(self) -> torch.device:
+        return self.truth.device
+
+    def to(self, device: torch.device | str) -> Problem:
+        """The same problem with every tensor (``extra`` included) on ``device``."""
+
+        def move(value):
+            return value.to(device) if isinstance(value, torch.Tensor) else value
+
+        return Problem(
+            self.kind, move(self.params), move(self.truth), move(self.coords),
+            move(self.gradients), move(self.mask), move(self.angles), move(self.positions),
+            move(self.sinogram), {key: move(value) for key, value in self.extra.items()},
+        )
+
 
 def _check_kind(kind: str) -> None:
     if kind not in PROBLEMS:
@@ -222,31 +253,33 @@ def phantom_gradients(
 def make_problem(
     kind: str, params: torch.Tensor, config: SolveConfig, edge_width: float
 ) -> Problem:
-    """Observations of ``kind`` for phantoms ``params (B, K, 6)`` (noise seeded by config.seed)."""
+    """Observations of ``kind`` for phantoms ``params (B, K, 6)``, on the device of ``params``
+    (noise drawn on the CPU from ``config.seed``, :func:`seeded_generator`)."""
     _check_kind(kind)
-    batch, n = params.shape[0], config.size
+    batch, n, device = params.shape[0], config.size, params.device
     truth = rasterize(params, n, edge_width, supersample=1)
     problem = Problem(kind, params, truth)
     if kind in ("derivatives", "sparse-derivatives"):
-        coords = pixel_centers(n, batch)
+        coords = pixel_centers(n, batch, device=device)
         gradients = phantom_gradients(params, coords, edge_width)
-        mask = torch.ones(batch, n * n, dtype=torch.bool)
+        mask = torch.ones(batch, n * n, dtype=torch.bool, device=device)
         if kind == "sparse-derivatives":
             keep = max(1, round(config.sparse_fraction * n * n))
             largest = gradients.norm(dim=-1).topk(keep, dim=1).indices
             mask = torch.zeros_like(mask).scatter_(1, largest, True)
         problem.coords, problem.gradients, problem.mask = coords, gradients, mask
         return problem
-    angles = limited_angles(config.angles)
-    positions = detector_positions(config.detector_bins, math.sqrt(2.0), torch.float64)
+    angles = limited_angles(config.angles, device=device)
+    positions = detector_positions(config.detector_bins, math.sqrt(2.0), torch.float64, device)
     clean = radon(
         lambda c: ellipse_function(params, c, edge_width), angles, positions, batch,
         samples_per_ray=2 * n,
     )
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = seeded_generator(config.seed)
     power = clean.pow(2).mean(dim=-1, keepdim=True)
     sigma = torch.sqrt(power) * 10.0 ** (-config.noise_snr_db / 20.0)
-    noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype) * sigma
+    noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype,
+                        device=generator.device).to(device) * sigma
     problem.angles, problem.positions = angles.float(), positions.float()
     problem.sinogram = (clean + noise).float()
     problem.extra["clean_sinogram"] = clean.float()
@@ -287,7 +320,8 @@ def data_loss(
     config: SolveConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Normalised data misfit (+ TV for sparse derivatives) of low-res ``images (1, C, d, d)``."""
+    """Normalised data misfit (+ TV for sparse derivatives) of low-res ``images (1, C, d, d)``;
+    the query subset is drawn from ``generator`` on its device, then moved to the problem's."""
     if problem.kind == "ct":
         if config.ct_direct:
             function = lambda c: prior.field(c, images)  # noqa: E731
@@ -300,8 +334,8 @@ def data_loss(
         return (sinogram - problem.sinogram).pow(2).sum() / problem.sinogram.pow(2).sum()
     observed = problem.mask[0].nonzero().squeeze(1)
     if config.queries is not None and config.queries < observed.numel():
-        pick = torch.randperm(observed.numel(), generator=generator)[: config.queries]
-        observed = observed[pick]
+        pick = torch.randperm(observed.numel(), generator=generator, device=generator.device)
+        observed = observed[pick[: config.queries].to(observed.device)]
     coords = problem.coords[:, observed]
     target = problem.gradients[:, observed]
     estimate = spatial_gradient(prior.funknn, coords, images)
@@ -363,15 +397,17 @@ def solve(
 
     Phases, in order: ``init`` (warm start of ``z`` on the baseline), ``z`` (Adam on ``z``, the
     data term), ``init_finetune`` (warm start of the decoder copy on the baseline),
-    ``finetune`` (Adam on the decoder copy, the data term).
+    ``finetune`` (Adam on the decoder copy, the data term). Everything runs on the prior's
+    device, which must be the problem's; the query subsets come from a CPU generator.
     """
     if problem.truth.shape[0] != 1:
         raise ValueError("solve takes a single-image problem: use problem.select(i)")
     _check_kind(problem.kind)
+    _check_device(problem, prior)
     for module in (prior.funknn, prior.flow, prior.autoencoder):
         module.requires_grad_(False)
-    generator = torch.Generator().manual_seed(config.seed)
-    z = torch.zeros(1, prior.latent, requires_grad=True)
+    generator = seeded_generator(config.seed)
+    z = torch.zeros(1, prior.latent, device=prior.device, requires_grad=True)
     losses: dict[str, list[float]] = {"init": [], "z": [], "init_finetune": [], "finetune": []}
     target = None
     if config.init_steps or config.init_finetune_steps:
@@ -397,6 +433,12 @@ def solve(
         images = decoder(latent)
         estimate = prior.render(images, config.size)
     return {"estimate": estimate, "low_res": images, "losses": losses, "z": z.detach()}
+
+
+def _check_device(problem: Problem, prior: ContinuousPrior) -> None:
+    if problem.device != prior.device:
+        raise ValueError(f"the problem is on {problem.device} and the prior on {prior.device}: "
+                         "move one (problem.to(device) or prior.to(device))")
 
 
 def with_field(prior: ContinuousPrior, field_fn: nn.Module) -> ContinuousPrior:
@@ -428,10 +470,12 @@ def run_method(
     progress: Progress | None = None,
 ) -> dict:
     """Solve a single-image ``problem`` with ``method`` (:data:`METHODS`): ``estimate
-    (1, 1, n, n)`` and ``losses`` (per phase; empty for the direct methods)."""
+    (1, 1, n, n)`` on the problem's device (the prior's) and ``losses`` (per phase; empty for
+    the direct methods)."""
     _check_method(problem.kind, method)
     if problem.truth.shape[0] != 1:
         raise ValueError("run_method takes a single-image problem: use problem.select(i)")
+    _check_device(problem, prior)
     n = problem.truth.shape[-1]
     if method in ("prior", "zero-start", "warm-start"):
         return solve(problem, prior, config, progress)
@@ -464,8 +508,10 @@ def method_steps(method: str, config: SolveConfig) -> int:
 def autoencoder_projection(
     problem: Problem, prior: ContinuousPrior, size: int, edge_width: float
 ) -> torch.Tensor:
-    """FunkNN(decoder(encoder(phantom))): the best the prior does knowing the truth (diagnostic)."""
-    low = rasterize(problem.params, prior.autoencoder.size, edge_width, supersample=2)
+    """FunkNN(decoder(encoder(phantom))): the best the prior does knowing the truth (diagnostic);
+    ``(B, 1, size, size)`` on the prior's device."""
+    params = problem.params.to(prior.device)
+    low = rasterize(params, prior.autoencoder.size, edge_width, supersample=2)
     return prior.render(prior.autoencoder(low), size)
 
 
@@ -474,15 +520,17 @@ def funknn_of_baseline(
     reconstruction: torch.Tensor, prior: ContinuousPrior, size: int
 ) -> torch.Tensor:
     """FunkNN of the baseline ``reconstruction (B, 1, n, n)`` area-averaged to the generator
-    resolution (what the warm start aims at), rendered at ``size``: ``(B, 1, size, size)``."""
-    low = F.adaptive_avg_pool2d(reconstruction, prior.autoencoder.size)
+    resolution (what the warm start aims at), rendered at ``size``: ``(B, 1, size, size)`` on
+    the prior's device."""
+    low = F.adaptive_avg_pool2d(reconstruction.to(prior.device), prior.autoencoder.size)
     return prior.render(low, size)
 
 
 def body_mask(params: torch.Tensor, size: int, shrink: float = 0.85) -> torch.Tensor:
     """Pixels ``(B, size * size)`` inside the body ellipse ``params[:, 0]`` with its semi-axes
-    scaled by ``shrink`` (away from the outer edge): where the inner ellipses are."""
-    coords = pixel_centers(size, params.shape[0], torch.float64)
+    scaled by ``shrink`` (away from the outer edge): where the inner ellipses are; on the
+    device of ``params``."""
+    coords = pixel_centers(size, params.shape[0], torch.float64, params.device)
     _, cx, cy, a, b, phi = (params[:, 0, i].double().unsqueeze(1) for i in range(6))
     dx, dy = coords[..., 0] - cx, coords[..., 1] - cy
     u = (dx * torch.cos(phi) + dy * torch.sin(phi)) / (shrink * a)
@@ -495,7 +543,7 @@ def detail_snr(estimate: torch.Tensor, truth: torch.Tensor, params: torch.Tensor
     images with their mean there removed and the estimate's scale fitted:
     ``10 log10(|x_c|^2 / |x_c - a y_c|^2)``, ``a = <x_c, y_c> / |y_c|^2``; ``estimate`` and
     ``truth (B, 1, n, n)``. 0 dB: no detail recovered; the body's plateau does not count."""
-    mask = body_mask(params, truth.shape[-1])
+    mask = body_mask(params.to(truth.device), truth.shape[-1])
     scores = []
     for k in range(truth.shape[0]):
         inside = mask[k]

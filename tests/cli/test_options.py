@@ -30,8 +30,7 @@ def test_help_of_every_command(command, capsys):
         assert "--output" in options and "-o" in options
     for action in sub._actions:
         assert action.help, f"{command} {action.option_strings or action.dest} has no help"
-    if command != "solve":  # the prior solvers run on the CPU
-        assert "--device" in options
+    assert "--device" in options
 
 
 @pytest.fixture()

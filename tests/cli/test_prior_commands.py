@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _entry_point import funknn, one_line_error
 from PIL import Image
 
 from funknn_fast.cli import main
@@ -143,3 +144,58 @@ def test_solve_with_workers_matches_one_process(prior_path, tmp_path):
     np.testing.assert_allclose(two["per_image"]["estimate"]["si_snr"],
                                one["per_image"]["estimate"]["si_snr"], rtol=1e-5)
     np.testing.assert_allclose(two["final_loss"], one["final_loss"], rtol=1e-5)
+
+
+def test_solve_device_cpu_is_the_default_run_here(prior_path, tmp_path):
+    """``--device cpu`` equals the default (auto: the CPU without CUDA), number for number; the
+    record names the device."""
+    options = ["solve", "sparse-derivatives", "--weights", str(prior_path), "--n-images", "1",
+               "--size", "12", "--init-steps", "2", "--z-steps", "2", "--finetune-steps", "1",
+               "--queries", "32", "--quiet"]
+    assert main([*options, "--out-dir", str(tmp_path / "cpu"), "--device", "cpu"]) == 0
+    assert main([*options, "--out-dir", str(tmp_path / "auto")]) == 0
+    cpu, auto = (json.loads((tmp_path / name / "sparse-derivatives.json").read_text())
+                 for name in ("cpu", "auto"))
+    assert cpu["device"] == "cpu"
+    assert auto["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        for key in ("per_image", "mean", "final_loss", "config"):
+            assert cpu[key] == auto[key], key
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_solve_device_cuda_without_cuda_is_a_one_line_error(prior_path, tmp_path):
+    out = tmp_path / "never"
+    result = funknn("solve", "ct", "--weights", str(prior_path), "--n-images", "1",
+                    "--size", "12", "--out-dir", str(out), "--device", "cuda")
+    assert one_line_error(result, "--device cuda", "no CUDA device"), result.stderr
+    assert not out.exists()  # refused before any work
+
+
+def test_solve_puts_the_prior_and_the_phantoms_on_the_device(prior_path, tmp_path,
+                                                             monkeypatch):
+    """Without a GPU, ``--device`` resolved to the meta device shows where the command puts the
+    prior and the observations (stopped at the baseline, the first step that needs data)."""
+    from funknn_fast.cli import common
+    from funknn_fast.prior import generator, solvers
+
+    seen, load_prior = {}, generator.load_prior
+
+    class Stop(Exception):
+        pass
+
+    def load(path):
+        seen["prior"] = load_prior(path)
+        return seen["prior"]
+
+    def baseline(problem):
+        seen["problem"] = problem.device
+        raise Stop
+
+    monkeypatch.setattr(common, "device_of", lambda args: torch.device("meta"))
+    monkeypatch.setattr(generator, "load_prior", load)
+    monkeypatch.setattr(solvers, "baseline", baseline)
+    with pytest.raises(Stop):
+        main(["solve", "ct", "--weights", str(prior_path), "--n-images", "1", "--size", "12",
+              "--angles", "6", "--out-dir", str(tmp_path), "--quiet"])
+    assert seen["prior"].device == seen["problem"] == torch.device("meta")
