@@ -122,3 +122,40 @@ def test_eval_writes_table_and_figure(tmp_path, weights, capsys):
     assert figure.stat().st_size > 0
     assert main(["eval", "--weights", str(weights), "--recursive-scales", "3"]) == 2
     assert "powers of 2" in capsys.readouterr().err
+
+
+def _table_row(text: str, scale: int, method: str) -> list[float]:
+    """The numbers of the ``| x<scale> | <method> | ...`` row of a Markdown table in ``text``."""
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[:2] == [f"x{scale}", method]:
+            return [float(cell) for cell in cells[2:]]
+    raise AssertionError(f"no x{scale} {method} row in:\n{text}")
+
+
+def test_eval_numbers_are_the_metrics_of_the_protocol(tmp_path, weights, capsys):
+    """The PSNR and SNR that ``funknn eval`` prints and writes for bilinear and bicubic equal
+    the protocol computed here with torch alone: centre crop, antialiased bilinear downscale,
+    upsampling, clamp, ``10 log10(1 / MSE)`` and ``10 log10(|x|^2 / |x - y|^2)``."""
+    rng = np.random.default_rng(3)
+    smooth = np.cumsum(np.cumsum(rng.normal(size=(22, 20, 3)), 0), 1)
+    pixels = np.uint8(255 * (smooth - smooth.min()) / np.ptp(smooth))
+    path = tmp_path / "smooth.png"
+    Image.fromarray(pixels).save(path)
+    results = tmp_path / "quality.md"
+    assert main(["eval", "--weights", str(weights), "--images", str(path), "--scales", "2",
+                 "--recursive-scales", "--crop", "16", "--results", str(results),
+                 "--quiet"]) == 0
+    printed, written = capsys.readouterr().out, results.read_text()
+    truth = torch.from_numpy(pixels[3:19, 2:18]).double().permute(2, 0, 1).unsqueeze(0) / 255
+    low = torch.nn.functional.interpolate(truth.float(), size=(8, 8), mode="bilinear",
+                                          antialias=True, align_corners=False)
+    for method in ("bilinear", "bicubic"):
+        up = torch.nn.functional.interpolate(low, size=(16, 16), mode=method,
+                                             align_corners=False).clamp(0, 1).double()
+        psnr = 10 * np.log10(1 / (up - truth).pow(2).mean().item())
+        snr = 10 * np.log10(truth.pow(2).sum().item() / (up - truth).pow(2).sum().item())
+        for text in (printed, written):
+            row = _table_row(text, 2, method)
+            assert row[:2] == pytest.approx([psnr, snr], abs=0.006), (method, row)
+    assert 10 < psnr < 60  # a meaningful number, not a degenerate image
