@@ -19,6 +19,14 @@ query subsets are drawn on the CPU from ``--seed``, so they are the same on ever
 is no ``--dtype``: the solver's step sizes and the tuned baselines are float32 / float64 as
 written.
 
+Grid independence (issue 16, item 4): ``--size`` sets the grid of the observations, the
+baselines, the rendering and the metric; ``--sampling scattered --samples M --sample-seed S``
+observes the derivative problems at ``M`` points uniform in ``[-1, 1]^2`` instead of the pixel
+centres (the baselines then integrate them on the ``--size`` grid, the result is scored there);
+``--eval-size N`` also scores the generator-based solutions rendered at ``N x N`` against the
+phantom there (``per_image["estimate_at_eval_size"]``, and FunkNN of the averaged baseline).
+Scattered runs are written as ``<problem>[-<method>]-scattered<M>[-seed<S>]``.
+
 Defaults of the solver options depend on the problem (``PROBLEM_DEFAULTS`` in
 :mod:`funknn_fast.prior.solvers`): the derivative problems warm-start ``z`` (and, for dense
 gradients, the decoder copy) on the Poisson reconstruction before the gradient loss.
@@ -84,6 +92,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default = f"default: {_defaults_text(name.replace('-', '_'))}"
         parser.add_argument(f"--{name}", type=kind,
                             help=f"{helps[name]} ({default})" if name in helps else default)
+    parser.add_argument("--sampling", choices=("grid", "scattered"),
+                        help="derivative problems: observe the pixel centres (grid, default) or "
+                             "--samples points uniform in [-1, 1]^2 (scattered)")
+    parser.add_argument("--samples", type=int,
+                        help="scattered points M (default: size^2); needs --sampling scattered")
+    parser.add_argument("--sample-seed", type=int,
+                        help="seed of the scattered points (default: --seed)")
+    parser.add_argument("--eval-size", type=int,
+                        help="also score the continuous solution rendered on this grid")
     parser.add_argument("--all-queries", action="store_true",
                         help="use every observed gradient at each step (no random subsets)")
     parser.add_argument("--ct-direct", action="store_true",
@@ -122,6 +139,8 @@ def _config(args: argparse.Namespace):
             values[f.name] = value
     if args.all_queries:
         values["queries"] = None
+    if args.sampling == "scattered" and args.problem == "ct":
+        raise CommandError("--sampling scattered needs a derivative problem, not ct")
     try:
         return default_config(args.problem, args.method, **values)
     except ValueError as error:
@@ -172,7 +191,8 @@ def _solve_one(problem, prior, config, method, progress=None) -> dict:
     phases = result["losses"]
     losses = (phases.get("finetune") or phases.get("z") or phases.get("init_finetune")
               or phases.get("init") or phases.get("baseline"))
-    return {"estimate": result["estimate"], "seconds": time.perf_counter() - start,
+    return {"estimate": result["estimate"], "low_res": result.get("low_res"),
+            "seconds": time.perf_counter() - start,
             "final_loss": losses[-1] if losses else None}
 
 
@@ -194,7 +214,9 @@ def _worker_solve(problem, config, method) -> dict:
     prior's device, and the estimate goes back on the CPU (no device tensors between processes).
     """
     outcome = _solve_one(problem.to(_WORKER_PRIOR.device), _WORKER_PRIOR, config, method)
-    return {**outcome, "estimate": outcome["estimate"].cpu()}
+    low_res = outcome["low_res"]
+    return {**outcome, "estimate": outcome["estimate"].cpu(),
+            "low_res": None if low_res is None else low_res.cpu()}
 
 
 def _solve_images(problem, prior, config, args):
@@ -237,13 +259,39 @@ def _solve_images(problem, prior, config, args):
             for future in as_completed(futures):
                 bar.update(1)
                 outcome = future.result()
-                yield futures[future], {**outcome, "estimate": outcome["estimate"].to(prior.device)}
+                low_res = outcome["low_res"]
+                yield futures[future], {
+                    **outcome, "estimate": outcome["estimate"].to(prior.device),
+                    "low_res": None if low_res is None else low_res.to(prior.device)}
 
 
-def output_stem(problem: str, method: str, seed: int) -> str:
-    """``<problem>[-<method>][-seed<seed>]``: method omitted for ``prior``, seed for 0."""
+def output_stem(problem: str, method: str, seed: int, samples: int | None = None) -> str:
+    """``<problem>[-<method>][-scattered<samples>][-seed<seed>]``: method omitted for
+    ``prior``, samples for grid sampling (``None``), seed for 0."""
     stem = problem if method == "prior" else f"{problem}-{method}"
+    if samples is not None:
+        stem = f"{stem}-scattered{samples}"
     return stem if seed == 0 else f"{stem}-seed{seed}"
+
+
+def _eval_size_scores(size, problem, prior, method, ordered, baseline, edge_width) -> dict:
+    """Metrics on the ``size x size`` grid of ``--eval-size`` (against the phantom at its pixel
+    centres) of the generator-based solutions (``estimate_at_eval_size``, from the ``low_res``
+    of the ``ordered`` outcomes; none for grid-bound methods) and of FunkNN of the averaged
+    ``baseline (B, 1, n, n)``."""
+    import torch
+
+    from funknn_fast.prior import solvers
+    from funknn_fast.prior.phantoms import rasterize
+
+    truth = rasterize(problem.params, size, edge_width, supersample=1)
+    params = problem.params
+    scores = {"funknn_of_baseline_at_eval_size": solvers.metrics(
+        solvers.funknn_of_baseline(baseline, prior, size), truth, params)}
+    rendered = [solvers.render_solution(method, outcome, prior, size) for outcome in ordered]
+    if all(image is not None for image in rendered):
+        scores["estimate_at_eval_size"] = solvers.metrics(torch.cat(rendered), truth, params)
+    return scores
 
 
 def run(args: argparse.Namespace) -> int:
@@ -260,6 +308,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"need --workers >= 1, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"need --threads >= 1, got {args.threads}")
+    if args.eval_size is not None and args.eval_size < 1:
+        raise CommandError(f"need --eval-size >= 1, got {args.eval_size}")
     if args.method not in solvers.METHODS[args.problem]:
         raise CommandError(f"--method for {args.problem} must be one of "
                            f"{', '.join(solvers.METHODS[args.problem])}, got {args.method!r}")
@@ -276,7 +326,8 @@ def run(args: argparse.Namespace) -> int:
     indices = list(range(args.first, args.first + args.n_images))
     params = phantom_parameters(indices, args.split, phantoms["seed"]).to(device)
     problem = solvers.make_problem(args.problem, params, config, phantoms["edge_width"])
-    baseline_name = "FBP" if args.problem == "ct" else "Poisson"
+    baseline_name = {"ct": "FBP"}.get(args.problem,
+                                      "Poisson (scattered)" if problem.scattered else "Poisson")
     start = time.perf_counter()
     baseline = solvers.baseline(problem)
     baseline_seconds = time.perf_counter() - start
@@ -300,6 +351,9 @@ def run(args: argparse.Namespace) -> int:
         "funknn_of_baseline": solvers.metrics(
             solvers.funknn_of_baseline(baseline, prior, config.size), problem.truth, params),
     }
+    if args.eval_size:
+        results.update(_eval_size_scores(args.eval_size, problem, prior, args.method, ordered,
+                                         baseline, phantoms["edge_width"]))
     summary = {
         name: {key: sum(values) / len(values) for key, values in scores.items()}
         for name, scores in results.items()
@@ -309,6 +363,11 @@ def run(args: argparse.Namespace) -> int:
         "method": args.method,
         "split": args.split,
         "seed": config.seed,
+        "size": config.size,
+        "sampling": config.sampling,
+        "samples": config.sample_count if config.sampling == "scattered" else None,
+        "sample_seed": config.points_seed if config.sampling == "scattered" else None,
+        "eval_size": args.eval_size,
         "baseline_method": baseline_name,
         "indices": indices,
         "mean": summary,
@@ -328,7 +387,8 @@ def run(args: argparse.Namespace) -> int:
     }
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = output_stem(args.problem, args.method, config.seed)
+    stem = output_stem(args.problem, args.method, config.seed,
+                       config.sample_count if config.sampling == "scattered" else None)
     json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
     _atomic_write(json_path, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
     rows = []

@@ -101,12 +101,20 @@ def poisson_integrate(
         raise ValueError(f"need missing_weight >= 0 and eps > 0, got {missing_weight}, {eps}")
     grads = numpy_of(gradients)
     masks = mask.detach().cpu().numpy().astype(bool)
-    size = n_rows * n_cols
     out = np.zeros((batch, n_rows, n_cols))
     for item in range(batch):
-        matrix, target, weights = poisson_system(grads[item], masks[item], missing_weight)
-        weight = sp.diags(weights)
-        normal = (matrix.T @ weight @ matrix + eps * sp.identity(size)).tocsc()
-        solution = spla.spsolve(normal, matrix.T @ (weight @ target))
-        out[item] = (solution - solution.mean()).reshape(n_rows, n_cols)
+        system = poisson_system(grads[item], masks[item], missing_weight)
+        out[item] = least_squares(*system, eps).reshape(n_rows, n_cols)
     return tensor_like(out, gradients).unsqueeze(1)
+
+
+def least_squares(
+    matrix: sp.csr_matrix, target: np.ndarray, weights: np.ndarray, eps: float = 1e-8
+) -> np.ndarray:
+    """Zero-mean minimiser ``u (N,)`` of ``sum_e w_e (M u - t)_e^2 + eps |u|^2`` (``M (E, N)``,
+    ``target`` and ``weights (E,)``), by a sparse direct solve of the normal equations; ``eps``
+    (tiny) only pins the unidentifiable constant."""
+    weight = sp.diags(weights)
+    normal = (matrix.T @ weight @ matrix + eps * sp.identity(matrix.shape[1])).tocsc()
+    solution = spla.spsolve(normal, matrix.T @ (weight @ target))
+    return solution - solution.mean()

@@ -16,6 +16,14 @@ Problems (``PROBLEMS``), all on phantoms observed through their *continuous* def
   bilinearly (as the public code did with its 256^2 grid); ``ct_direct=True`` integrates
   FunkNN itself along the rays instead (exact but ``samples_per_ray`` times the queries).
 
+Sampling of the derivative problems (issue 16, item 4): ``sampling="grid"`` observes the
+``n x n`` pixel centres; ``sampling="scattered"`` observes ``samples`` points drawn uniformly in
+``[-1, 1]^2`` from ``sample_seed`` (:func:`funknn_fast.prior.scattered.scattered_coords`; the
+same points for every image), the prior's loss is the same at any points, the baselines are the
+scattered-data least squares of :mod:`.scattered` on the ``n x n`` grid, and the result is still
+scored at the ``n x n`` pixel centres. Sparse derivatives keep ``sparse_fraction`` of the
+observed points in both cases.
+
 Solver (:func:`solve`), one image at a time, as in the paper: Adam on the base latent ``z``
 (``G(z) = decoder(flow.from_base(z))``, ``z = 0`` first) for ``z_steps`` steps, then Adam on a copy
 of the decoder's weights for ``finetune_steps`` steps with ``z`` fixed. Warm start (not in the
@@ -63,8 +71,10 @@ from funknn_fast.prior.metrics import shift_invariant_snr, snr
 from funknn_fast.prior.phantoms import ellipse_function, pixel_centers, rasterize
 from funknn_fast.prior.poisson import poisson_integrate
 from funknn_fast.prior.radon import detector_positions, image_function, limited_angles, radon
+from funknn_fast.prior.scattered import scattered_coords, scattered_integrate, tv_scattered
 
 PROBLEMS = ("ct", "derivatives", "sparse-derivatives")
+SAMPLINGS = ("grid", "scattered")
 Progress = Callable[[str, int, float], None]
 
 
@@ -90,6 +100,9 @@ class SolveConfig:
     seed: int = 0
     baseline_tv_weight: float | None = None  # None: BASELINE_DEFAULTS of the problem
     baseline_steps: int | None = None  # None: BASELINE_STEPS of the problem
+    sampling: str = "grid"  # derivative problems: "grid" (pixel centres) or "scattered"
+    samples: int | None = None  # scattered points (None: size^2)
+    sample_seed: int | None = None  # seed of the scattered points (None: seed)
 
     def __post_init__(self) -> None:
         for name in ("size", "angles"):
@@ -109,6 +122,28 @@ class SolveConfig:
         for name in ("z_lr", "finetune_lr", "init_lr", "init_finetune_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.sampling == "grid" and (self.samples is not None
+                                        or self.sample_seed is not None):
+            raise ValueError("samples and sample_seed need sampling='scattered'")
+        if self.samples is not None and self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.sampling == "scattered" and self.size < 2:
+            raise ValueError(f"size must be >= 2 with sampling='scattered', got {self.size}")
+
+    @property
+    def sample_count(self) -> int:
+        """Observed points of the derivative problems: ``samples`` or ``size^2``."""
+        return self.samples if self.samples is not None else self.size * self.size
+
+    @property
+    def points_seed(self) -> int:
+        """Seed of the scattered points: ``sample_seed``, or ``seed`` when unset."""
+        return self.sample_seed if self.sample_seed is not None else self.seed
 
     @property
     def total_steps(self) -> int:
@@ -197,9 +232,9 @@ class Problem:
     kind: str
     params: torch.Tensor
     truth: torch.Tensor
-    coords: torch.Tensor | None = None  # (B, n^2, 2) observation points (derivatives)
-    gradients: torch.Tensor | None = None  # (B, n^2, 2)
-    mask: torch.Tensor | None = None  # (B, n^2) observed points
+    coords: torch.Tensor | None = None  # (B, Q, 2) observation points (derivatives), Q = n^2
+    gradients: torch.Tensor | None = None  # (B, Q, 2)          on the grid, else M scattered
+    mask: torch.Tensor | None = None  # (B, Q) observed points
     angles: torch.Tensor | None = None
     positions: torch.Tensor | None = None
     sinogram: torch.Tensor | None = None  # (B, 1, A, S), noisy
@@ -220,6 +255,11 @@ class Problem:
     @property
     def device(self) -> torch.device:
         return self.truth.device
+
+    @property
+    def scattered(self) -> bool:
+        """Whether the derivatives are observed at scattered points (not the pixel centres)."""
+        return self.extra.get("sampling") == "scattered"
 
     def to(self, device: torch.device | str) -> Problem:
         """The same problem with every tensor (``extra`` included) on ``device``."""
@@ -260,15 +300,12 @@ def make_problem(
     truth = rasterize(params, n, edge_width, supersample=1)
     problem = Problem(kind, params, truth)
     if kind in ("derivatives", "sparse-derivatives"):
-        coords = pixel_centers(n, batch, device=device)
-        gradients = phantom_gradients(params, coords, edge_width)
-        mask = torch.ones(batch, n * n, dtype=torch.bool, device=device)
-        if kind == "sparse-derivatives":
-            keep = max(1, round(config.sparse_fraction * n * n))
-            largest = gradients.norm(dim=-1).topk(keep, dim=1).indices
-            mask = torch.zeros_like(mask).scatter_(1, largest, True)
-        problem.coords, problem.gradients, problem.mask = coords, gradients, mask
+        coords = observation_coords(config, batch, device)
+        observe_derivatives(problem, coords, config.sparse_fraction, edge_width)
+        problem.extra["sampling"] = config.sampling
         return problem
+    if config.sampling != "grid":
+        raise ValueError(f"sampling={config.sampling!r} needs a derivative problem, not {kind}")
     angles = limited_angles(config.angles, device=device)
     positions = detector_positions(config.detector_bins, math.sqrt(2.0), torch.float64, device)
     clean = radon(
@@ -286,11 +323,41 @@ def make_problem(
     return problem
 
 
+def observation_coords(
+    config: SolveConfig, batch: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Observation points ``(batch, Q, 2)`` of the derivative problems: the ``size x size``
+    pixel centres (``sampling="grid"``, ``Q = size^2``, row-major) or ``sample_count`` points
+    uniform in ``[-1, 1]^2`` from ``points_seed`` (``"scattered"``), float32 on ``device``."""
+    if config.sampling == "grid":
+        return pixel_centers(config.size, batch, device=device)
+    return scattered_coords(config.sample_count, config.points_seed, batch, device=device)
+
+
+def observe_derivatives(
+    problem: Problem, coords: torch.Tensor, sparse_fraction: float, edge_width: float
+) -> None:
+    """Set ``problem.coords`` (``coords (B, Q, 2)``), the phantoms' exact ``gradients
+    (B, Q, 2)`` there and the ``mask (B, Q)`` of the observed points: all of them, or for
+    sparse derivatives the ``sparse_fraction`` of largest gradient norm."""
+    gradients = phantom_gradients(problem.params, coords, edge_width)
+    batch, count = coords.shape[:2]
+    mask = torch.ones(batch, count, dtype=torch.bool, device=coords.device)
+    if problem.kind == "sparse-derivatives":
+        keep = max(1, round(sparse_fraction * count))
+        largest = gradients.norm(dim=-1).topk(keep, dim=1).indices
+        mask = torch.zeros_like(mask).scatter_(1, largest, True)
+    problem.coords, problem.gradients, problem.mask = coords, gradients, mask
+
+
 def baseline(problem: Problem) -> torch.Tensor:
-    """FBP (CT) or Poisson integration (derivatives): ``(B, 1, n, n)``."""
+    """FBP (CT), Poisson integration (derivatives on the grid) or its scattered-data least
+    squares (:func:`.scattered.scattered_integrate`): ``(B, 1, n, n)``."""
     n = problem.truth.shape[-1]
     if problem.kind == "ct":
         return fbp(problem.sinogram, problem.angles, problem.positions, n)
+    if problem.scattered:
+        return scattered_integrate(problem.coords, problem.gradients, problem.mask, n).float()
     batch = problem.truth.shape[0]
     gradients = problem.gradients.reshape(batch, n, n, 2).permute(0, 3, 1, 2)
     return poisson_integrate(gradients, problem.mask.reshape(batch, n, n)).float()
@@ -480,8 +547,7 @@ def run_method(
     if method in ("prior", "zero-start", "warm-start"):
         return solve(problem, prior, config, progress)
     if method == "bicubic":
-        return solve(problem, with_field(prior, BicubicField(prior.funknn.channels)), config,
-                     progress)
+        return solve(problem, method_prior(method, prior), config, progress)
     if method in ("fbp", "poisson"):
         return {"estimate": baseline(problem), "losses": {}}
     if method == "funknn-of-baseline":
@@ -490,11 +556,34 @@ def run_method(
     if method == "tv":
         estimate, losses = tv_ct(problem.sinogram, problem.angles, problem.positions, n,
                                  weight, baseline_steps(problem.kind, config))
+    elif problem.scattered:
+        estimate, losses = tv_scattered(problem.coords, problem.gradients, problem.mask, n,
+                                        weight, baseline_steps(problem.kind, config))
     else:
         gradients = problem.gradients.reshape(1, n, n, 2).permute(0, 3, 1, 2)
         estimate, losses = tv_poisson(gradients, problem.mask.reshape(1, n, n), weight,
                                       baseline_steps(problem.kind, config))
     return {"estimate": estimate.float(), "losses": {"baseline": losses}}
+
+
+def method_prior(method: str, prior: ContinuousPrior) -> ContinuousPrior:
+    """The continuous model ``method`` solves with: ``prior``, or for ``bicubic`` the same
+    generator with :class:`BicubicField` in place of FunkNN."""
+    if method == "bicubic":
+        return with_field(prior, BicubicField(prior.funknn.channels))
+    return prior
+
+
+@torch.no_grad()
+def render_solution(
+    method: str, result: dict, prior: ContinuousPrior, size: int
+) -> torch.Tensor | None:
+    """The continuous solution of a generator-based ``method`` (a :func:`run_method`
+    ``result`` with ``low_res (1, C, d, d)``) rendered at the ``size x size`` pixel centres:
+    ``(1, C, size, size)``; ``None`` for the grid-bound methods (no ``low_res``)."""
+    if "low_res" not in result:
+        return None
+    return method_prior(method, prior).render(result["low_res"], size)
 
 
 def method_steps(method: str, config: SolveConfig) -> int:

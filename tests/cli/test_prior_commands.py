@@ -199,3 +199,48 @@ def test_solve_puts_the_prior_and_the_phantoms_on_the_device(prior_path, tmp_pat
         main(["solve", "ct", "--weights", str(prior_path), "--n-images", "1", "--size", "12",
               "--angles", "6", "--out-dir", str(tmp_path), "--quiet"])
     assert seen["prior"].device == seen["problem"] == torch.device("meta")
+
+
+def test_solve_scattered_derivatives_writes_what_the_library_computes(prior_path, tmp_path):
+    """``--sampling scattered --samples M --sample-seed S``: the library's scattered problem
+    (the same points, baseline and solve), written as ``<problem>-scattered<M>``;
+    ``--eval-size`` scores the solution rendered on that grid against the phantom there."""
+    code = main(["solve", "sparse-derivatives", "--weights", str(prior_path), "--n-images", "2",
+                 "--size", "12", "--sampling", "scattered", "--samples", "200",
+                 "--sample-seed", "5", "--z-steps", "2", "--finetune-steps", "1",
+                 "--queries", "16", "--eval-size", "20", "--out-dir", str(tmp_path), "--quiet"])
+    assert code == 0
+    record = json.loads((tmp_path / "sparse-derivatives-scattered200.json").read_text())
+    assert (record["sampling"], record["samples"], record["sample_seed"]) == ("scattered", 200,
+                                                                            5)
+    assert (record["size"], record["eval_size"]) == (12, 20)
+    overrides = {"size": 12, "sampling": "scattered", "samples": 200, "sample_seed": 5,
+                 "z_steps": 2, "finetune_steps": 1, "queries": 16}
+    estimate, baseline, results = _direct(prior_path, "sparse-derivatives", "prior", [0, 1],
+                                          **overrides)
+    for key in ("snr", "si_snr"):
+        np.testing.assert_allclose(record["per_image"]["estimate"][key], estimate[key],
+                                   rtol=1e-6)
+        np.testing.assert_allclose(record["per_image"]["baseline"][key], baseline[key],
+                                   rtol=1e-9)
+    from funknn_fast.prior import solvers
+    from funknn_fast.prior.generator import load_prior
+    from funknn_fast.prior.phantoms import phantom_parameters, rasterize
+
+    prior = load_prior(prior_path)
+    rendered = torch.cat([solvers.render_solution("prior", result, prior, 20)
+                          for result in results])
+    truth = rasterize(phantom_parameters([0, 1], "test", 0), 20, 0.15)
+    np.testing.assert_allclose(record["per_image"]["estimate_at_eval_size"]["si_snr"],
+                               solvers.metrics(rendered, truth)["si_snr"], rtol=1e-6)
+    assert "funknn_of_baseline_at_eval_size" in record["per_image"]
+
+
+def test_solve_rejects_bad_sampling_options(prior_path, tmp_path, capsys):
+    base = ["solve", "--weights", str(prior_path), "--out-dir", str(tmp_path)]
+    assert main([*base[:1], "ct", *base[1:], "--sampling", "scattered"]) == 2
+    assert "--sampling" in capsys.readouterr().err
+    assert main([*base[:1], "derivatives", *base[1:], "--samples", "100"]) == 2
+    assert "samples" in capsys.readouterr().err
+    assert main([*base[:1], "derivatives", *base[1:], "--eval-size", "0"]) == 2
+    assert "--eval-size" in capsys.readouterr().err

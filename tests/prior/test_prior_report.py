@@ -1,21 +1,9 @@
 """benchmarks/prior_report.py: grouping of solve records, means, spreads, paired wins."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "prior_report.py"
-
-
-@pytest.fixture(scope="module")
-def prior_report():
-    spec = importlib.util.spec_from_file_location("prior_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _record(problem, method, seed, estimate, baseline, split="test", legacy=False):
