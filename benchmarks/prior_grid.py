@@ -11,7 +11,8 @@ points integrated on the ``--size`` grid (dense and sparse derivatives), as JSON
 ``--eval-size``) and prints, per problem and observation setting, the mean SI-SNR over the
 (image, draw) pairs with the standard deviation over images (of the per-image mean) and the mean
 standard deviation over draws: the baseline (Poisson on the grid, the scattered least squares
-for scattered points), FunkNN of the area-averaged baseline, the prior on its own grid and
+for scattered points), TV-Poisson where run (``--method tv-poisson``; on scattered points the
+same least squares + TV), FunkNN of the area-averaged baseline, the prior on its own grid and
 rendered on the 64^2 and 128^2 grids, and the prior's paired difference from the 64^2-grid
 setting on each common grid.
 
@@ -84,13 +85,17 @@ def _sources(record: dict) -> dict[str, dict]:
 
 
 def collect(records: list[dict]) -> dict[str, dict[str, dict[str, Pairs]]]:
-    """``{problem: {setting: {source: {(index, seed): scores}}}}`` of the prior's records."""
+    """``{problem: {setting: {source: {(index, seed): scores}}}}`` of the records of the prior
+    (its sources, :func:`_sources`) and of ``tv-poisson`` (source ``tv_poisson``)."""
     table: dict = {}
     for record in records:
-        if record.get("method", "prior") != "prior":
+        method = record.get("method", "prior")
+        if method not in ("prior", "tv-poisson"):
             continue
         group = table.setdefault(record["problem"], {}).setdefault(setting(record), {})
-        for name, scores in _sources(record).items():
+        sources = (_sources(record) if method == "prior"
+                   else {"tv_poisson": record["per_image"]["estimate"]})
+        for name, scores in sources.items():
             pairs = group.setdefault(name, {})
             for k, index in enumerate(record["indices"]):
                 pairs[(index, record["seed"])] = {key: values[k]
@@ -122,18 +127,19 @@ def problem_table(problem: str, settings: dict[str, dict[str, Pairs]]) -> list[s
     names = sorted(settings, key=lambda name: (not name.startswith("grid"),
                                                len(name), name))
     reference = settings.get("grid n=64", {})
-    first = next(iter(settings.values()))["prior"]
-    counts = summarize(first, "si_snr")
-    lines = [f"**{problem}** ({counts['images']} images x {counts['draws']} draws; SI-SNR in dB,"
-             " mean ± sd over images (sd over draws); differences paired with the grid "
-             "n = 64 setting, (wins / pairs))", "",
-             "| setting | baseline | FunkNN(avg. baseline) | prior (own grid) | prior at 64 | "
-             "prior at 128 | - grid 64, at 64 | - grid 64, at 128 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    priors = [sources["prior"] for sources in settings.values() if "prior" in sources]
+    counts = summarize(priors[0], "si_snr") if priors else {"images": 0, "draws": 0}
+    lines = [f"**{problem}** (prior: {counts['images']} images x {counts['draws']} draws; "
+             "SI-SNR in dB, mean ± sd over images (sd over draws); differences paired with the "
+             "grid n = 64 setting, (wins / pairs))", "",
+             "| setting | baseline | TV-Poisson | FunkNN(avg. baseline) | prior (own grid) | "
+             "prior at 64 | prior at 128 | - grid 64, at 64 | - grid 64, at 128 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
         sources = settings[name]
-        cells = [_cell(sources.get(key)) for key in ("baseline", "funknn_of_baseline",
-                                                     "prior", "prior@64", "prior@128")]
+        cells = [_cell(sources.get(key)) for key in ("baseline", "tv_poisson",
+                                                     "funknn_of_baseline", "prior", "prior@64",
+                                                     "prior@128")]
         differences = ["-" if name == "grid n=64" else
                        _difference(sources.get(f"prior@{size}"), reference.get(f"prior@{size}"))
                        for size in SIZES]

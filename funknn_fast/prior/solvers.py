@@ -580,8 +580,8 @@ def render_solution(
 ) -> torch.Tensor | None:
     """The continuous solution of a generator-based ``method`` (a :func:`run_method`
     ``result`` with ``low_res (1, C, d, d)``) rendered at the ``size x size`` pixel centres:
-    ``(1, C, size, size)``; ``None`` for the grid-bound methods (no ``low_res``)."""
-    if "low_res" not in result:
+    ``(1, C, size, size)``; ``None`` for the grid-bound methods (no ``low_res``, or ``None``)."""
+    if result.get("low_res") is None:
         return None
     return method_prior(method, prior).render(result["low_res"], size)
 

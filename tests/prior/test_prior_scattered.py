@@ -222,6 +222,7 @@ def test_the_solver_recovers_a_latent_from_scattered_gradients():
     torch.testing.assert_close(solvers.render_solution("prior", result, prior, 12),
                                result["estimate"])
     assert solvers.render_solution("poisson", {"estimate": truth}, prior, 12) is None
+    assert solvers.render_solution("tv-poisson", {"low_res": None}, prior, 12) is None
 
 
 def test_sampling_options_are_checked():
