@@ -74,9 +74,9 @@ def test_scattered_measurements_are_the_analytic_derivatives_at_their_points():
     torch.testing.assert_close(coords[0], coords[1])
     torch.testing.assert_close(coords, scattered_coords(3000, 7, 2))
     assert not torch.equal(coords, scattered_coords(3000, 8, 2))
-    assert coords.abs().max() <= 1 and (coords.mean((0, 1)).abs() < 0.05).all()
+    assert coords.abs().max() <= 1 and (coords.mean((0, 1)).abs() < 0.01).all()  # 4.5e-3
     quadrants = ((coords[0] > 0).long() * torch.tensor([1, 2])).sum(-1).bincount()
-    assert (quadrants > 650).all()  # 750 expected each
+    assert ((quadrants > 715) & (quadrants < 785)).all()  # 750 expected each
     _, gradient = disc_value_and_gradient(coords[0].double(), 0.06)
     assert gradient.abs().max() > 20
     assert (problem.gradients[0].double() - gradient).abs().max() < 1.5e-6
@@ -217,7 +217,7 @@ def test_the_solver_recovers_a_latent_from_scattered_gradients():
     config = solvers.SolveConfig(size=12, z_steps=150, finetune_steps=0, queries=None)
     result = solvers.solve(problem, prior, config)
     assert (result["z"] - z_star).norm().item() < 4e-3
-    assert result["losses"]["z"][-1] < 3e-6 * result["losses"]["z"][0]  # measured 6.6e-7
+    assert result["losses"]["z"][-1] < 1.5e-6 * result["losses"]["z"][0]  # measured 6.6e-7
     assert solvers.render_solution("prior", result, prior, 20).shape == (1, 1, 20, 20)
     torch.testing.assert_close(solvers.render_solution("prior", result, prior, 12),
                                result["estimate"])
