@@ -12,7 +12,7 @@ saved image; every method renders the input back to the ground truth's size, cla
 PSNR (RGB, no border shaved) per photograph, then mean and standard deviation over the
 photographs, and the gain over bicubic upsampling (PyTorch bicubic, a = -0.75, as
 ``evaluation.upsample``) as mean +- standard deviation of the per-photograph gains. Models are
-shipped weight names (``funknn_fast/weights``): FunkNN weights render with
+shipped weight names (``funknn_fast/weights``) or weights files: FunkNN weights render with
 ``inference.render`` (the lattice variant through the shared grid engine), ``liif_*`` with
 ``render_liif``. Writes ``benchmarks/results/<name>.md``.
 """
@@ -35,16 +35,19 @@ MACHINE = "2-core AMD EPYC (Zen 2) CPU"
 
 
 def renderer(name: str):
-    """(label, render(low (C, h, w), size) -> (C, H, W)) of a shipped model name."""
+    """(label, render(low (C, h, w), size) -> (C, H, W)) of a shipped model name or of a
+    weights file (``path/NAME.safetensors``, labelled NAME; LIIF when NAME starts with liif)."""
     from funknn_fast.models.checkpoint import WEIGHTS_DIR, load_model, resolve_weights
     from funknn_fast.models.liif import load_liif
     from funknn_fast.superres.inference import render, render_liif
 
-    if name.startswith("liif"):
-        model = load_liif(WEIGHTS_DIR / f"{name}.safetensors")
-        return name, lambda low, size: render_liif(model, low, size=size)
+    path = Path(name)
+    label = path.with_suffix("").name if path.suffix == ".safetensors" else name
+    if label.startswith("liif"):
+        model = load_liif(path if path.suffix else WEIGHTS_DIR / f"{name}.safetensors")
+        return label, lambda low, size: render_liif(model, low, size=size)
     model = load_model(resolve_weights(name))
-    return name, lambda low, size: render(model, low, size=size)
+    return label, lambda low, size: render(model, low, size=size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from funknn_fast.superres.photos import HELDOUT_PHOTOS, heldout_image
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", required=True, help="shipped weight names")
+    parser.add_argument("--models", nargs="+", required=True,
+                        help="shipped weight names or .safetensors files")
     parser.add_argument("--kernels", nargs="+", default=["bicubic"], choices=KERNELS)
     parser.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
     parser.add_argument("--threads", type=int, default=1)
