@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         section, _table = render_section(args, common.device_name(device), payload, command)
         common.write_results(args, section, "model_gpu.md", "bench_model_gpu.json", payload)
 
-    funknn = load_model().to(device).eval()
+    funknn = load_model(WEIGHTS_DIR / "funknn_cnn_continuous.safetensors").to(device).eval()
     liif = common.guarded("LIIF-EDSR weights",
                           lambda: load_liif(WEIGHTS_DIR / "liif_edsr.safetensors"), log,
                           payload["failures"])

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", type=float, default=2.0, help="output size / input size")
     parser.add_argument("-o", "--output", "--out", dest="out", required=True,
                         help="PNG to write")
-    parser.add_argument("--weights", help="FunkNN weights stem (default: the shipped weights)")
+    parser.add_argument("--weights", help="FunkNN weights stem (default: the shipped cnn, "
+                                           "funknn_cnn_continuous; exact jets need cnn or mlp)")
     parser.add_argument("--npy", help="also write (|grad u|, Laplacian) as a .npy array")
     parser.add_argument("--chunk", type=int, default=256, help="queries per network evaluation")
     common.add_device_options(parser, dtype=True)
@@ -96,7 +97,7 @@ def _write_atomic(path: Path, write) -> None:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from funknn_fast.models.checkpoint import DEFAULT_WEIGHTS, WeightsError, load_model
+    from funknn_fast.models.checkpoint import DERIVATIVES_WEIGHTS, WeightsError, load_model
     from funknn_fast.superres.data import load_image
 
     if args.chunk < 1:
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(f"INPUT: {error}") from error
     try:
-        model = load_model(args.weights or DEFAULT_WEIGHTS)
+        model = load_model(args.weights or DERIVATIVES_WEIGHTS)
     except WeightsError as error:
         raise CommandError(f"--weights: {error}") from error
     device, dtype = common.device_of(args), common.dtype_of(args)

@@ -17,7 +17,8 @@ existing outputs. Inputs are read one at a time: an unreadable one stops the bat
 naming it (the outputs written before it stay, each complete).
 
 The demo takes a 224 x 224 crop of the held-out ``astronaut`` photograph as ground truth,
-downscales it (antialiased bilinear, ``data.downscale``) by 3.5 and by 4, renders both back to
+downscales it (Pillow's bicubic, ``degradations.degrade``: the usual super-resolution benchmark
+degradation and the one the default weights are measured on) by 3.5 and by 4, renders both back to
 224 x 224 with FunkNN and with bicubic interpolation, writes the PNGs and a comparison figure to
 the output folder and prints the PSNRs. Models trained in "factor" mode render recursively (x2
 steps, ``inference.render_recursive``).
@@ -225,7 +226,8 @@ def _render_file(model, source: Path, target: Path, size, recursive: bool,
 
 def run_demo(args: argparse.Namespace) -> int:
     """The README demo (see module docstring)."""
-    from funknn_fast.superres.data import downscale, load_bundled_photo, save_image
+    from funknn_fast.superres.data import load_bundled_photo, save_image
+    from funknn_fast.superres.degradations import degrade
     from funknn_fast.superres.evaluation import upsample
     from funknn_fast.superres.figures import comparison_figure
     from funknn_fast.superres.image_io import ImageFile
@@ -249,7 +251,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print("|---|---|---|---|---|---|")
     for scale in DEMO_SCALES:
         low_side = round(side / scale)
-        low = downscale(truth, (low_side, low_side))
+        low = degrade(truth, (low_side, low_side), "bicubic").clamp(0, 1)
         bicubic = upsample(low, (side, side), "bicubic")
         began = time.perf_counter()
         funknn = render_image(model, ImageFile(low), (side, side), recursive,

@@ -10,7 +10,8 @@ Format versions: 1 (no ``format_version`` field) fed the raw patch to the per-pa
 weights have the same tensor names and shapes but compute a different function, so they are refused
 instead of
 loading silently.
-The shipped weights live in ``funknn_fast/weights/`` (:data:`DEFAULT_WEIGHTS`).
+The shipped weights live in ``funknn_fast/weights/`` (:data:`DEFAULT_WEIGHTS` for rendering,
+:data:`DERIVATIVES_WEIGHTS` for exact derivatives).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from funknn_fast.ops.padding import PADDING_CODES
 FORMAT = "funknn_fast.funknn"
 FORMAT_VERSION = 2
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "funknn_cnn_continuous.safetensors"
+# The default for rendering (``funknn superres``, ``load_model()``): the lattice variant trained on
+# photographs with a mix of downscaling kernels; about 30x faster than the paper's cnn on pixel
+# grids and better on Pillow-bicubic inputs (BENCHMARKS.md, issue 13).
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "funknn_lattice_photos_dense.safetensors"
+# The default for exact derivatives (``funknn derivatives``): patch jets cover cnn and mlp only.
+DERIVATIVES_WEIGHTS = WEIGHTS_DIR / "funknn_cnn_continuous.safetensors"
 
 
 class WeightsError(ValueError):

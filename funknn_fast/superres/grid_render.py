@@ -103,11 +103,12 @@ def _positions(c: int, a: int, b: int, first: int, last: int, radius: int,
 
 
 def render_grid(model: nn.Module, image: torch.Tensor, out_size: tuple[int, int],
-                tile: int = DEFAULT_TILE) -> torch.Tensor:
+                tile: int = DEFAULT_TILE, progress: bool = False) -> torch.Tensor:
     """Renders ``image`` (B, C, h, w) at ``out_size`` = (H, W) with shared computation.
 
     ``model`` is a FunkNN with ``variant="lattice"`` (unit patch spacing). Evaluated as is (no
-    grad mode change): call it under ``torch.inference_mode()`` for rendering.
+    grad mode change): call it under ``torch.inference_mode()`` for rendering. ``progress``: a
+    tqdm bar over the bands of output rows (one row phase class, ``tile`` rows of it).
     """
     if getattr(model, "variant", None) != "lattice":
         raise ValueError("render_grid needs a FunkNN with variant='lattice'")
@@ -128,20 +129,24 @@ def render_grid(model: nn.Module, image: torch.Tensor, out_size: tuple[int, int]
     (a_y, b_y, g_y), (a_x, b_x, g_x) = _axis(h, height), _axis(w, width)
     out = image.new_empty(batch, channels, height, width)
     device = image.device
-    for c_y in range(b_y):
-        for m_y in range(0, g_y, tile):
-            n_y = min(tile, g_y - m_y)
-            pos_y = _positions(c_y, a_y, b_y, m_y, m_y + n_y - 1, r, device)
-            rows = _resample_axis(image, pos_y, 2, model.padding)  # (B, C, Ly, w)
-            for c_x in range(b_x):
-                for m_x in range(0, g_x, tile):
-                    n_x = min(tile, g_x - m_x)
-                    pos_x = _positions(c_x, a_x, b_x, m_x, m_x + n_x - 1, r, device)
-                    lattice = _resample_axis(rows, pos_x, 3, model.padding)  # (B, C, Ly, Lx)
-                    features = net.trunk(scale * lattice)[:, :, ::a_y, ::a_x]
-                    centre = lattice[:, :, r : r + a_y * (n_y - 1) + 1 : a_y,
-                                     r : r + a_x * (n_x - 1) + 1 : a_x]
-                    values = net.head(features) + centre
-                    out[:, :, c_y + b_y * m_y : c_y + b_y * (m_y + n_y - 1) + 1 : b_y,
-                        c_x + b_x * m_x : c_x + b_x * (m_x + n_x - 1) + 1 : b_x] = values
+    bands = [(c_y, m_y) for c_y in range(b_y) for m_y in range(0, g_y, tile)]
+    if progress:
+        from tqdm import tqdm
+
+        bands = tqdm(bands, desc=f"render {height}x{width}", unit="band", leave=False)
+    for c_y, m_y in bands:
+        n_y = min(tile, g_y - m_y)
+        pos_y = _positions(c_y, a_y, b_y, m_y, m_y + n_y - 1, r, device)
+        rows = _resample_axis(image, pos_y, 2, model.padding)  # (B, C, Ly, w)
+        for c_x in range(b_x):
+            for m_x in range(0, g_x, tile):
+                n_x = min(tile, g_x - m_x)
+                pos_x = _positions(c_x, a_x, b_x, m_x, m_x + n_x - 1, r, device)
+                lattice = _resample_axis(rows, pos_x, 3, model.padding)  # (B, C, Ly, Lx)
+                features = net.trunk(scale * lattice)[:, :, ::a_y, ::a_x]
+                centre = lattice[:, :, r : r + a_y * (n_y - 1) + 1 : a_y,
+                                 r : r + a_x * (n_x - 1) + 1 : a_x]
+                values = net.head(features) + centre
+                out[:, :, c_y + b_y * m_y : c_y + b_y * (m_y + n_y - 1) + 1 : b_y,
+                    c_x + b_x * m_x : c_x + b_x * (m_x + n_x - 1) + 1 : b_x] = values
     return out

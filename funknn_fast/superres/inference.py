@@ -111,7 +111,7 @@ def render(
             model.eval()
             try:
                 with torch.inference_mode():
-                    out = render_grid(model, low, (height, width))
+                    out = render_grid(model, low, (height, width), progress=progress)
             finally:
                 model.train(was_training)
             return out if batched else out[0]

@@ -9,6 +9,7 @@ import torch
 
 from funknn_fast.models.checkpoint import (
     DEFAULT_WEIGHTS,
+    DERIVATIVES_WEIGHTS,
     FORMAT_VERSION,
     WeightsError,
     load_model,
@@ -51,6 +52,10 @@ def test_other_format_versions_are_refused(tmp_path, version):
 
 
 def test_shipped_weights_are_current():
-    assert read_metadata(DEFAULT_WEIGHTS)["format_version"] == FORMAT_VERSION
-    model = load_model()
-    assert sum(p.numel() for p in model.parameters()) == 140_933
+    for path in (DEFAULT_WEIGHTS, DERIVATIVES_WEIGHTS):
+        assert read_metadata(path)["format_version"] == FORMAT_VERSION
+    model = load_model()  # rendering default: the lattice variant (121,091 trained + step)
+    assert model.variant == "lattice"
+    assert sum(p.numel() for p in model.parameters()) == 121_093
+    cnn = load_model(DERIVATIVES_WEIGHTS)
+    assert cnn.variant == "cnn" and sum(p.numel() for p in cnn.parameters()) == 140_933

@@ -9,7 +9,7 @@ eager one (partial last chunk, a changed image) and against the model.
 import pytest
 import torch
 
-from funknn_fast.models.checkpoint import WEIGHTS_DIR, load_model
+from funknn_fast.models.checkpoint import DERIVATIVES_WEIGHTS, WEIGHTS_DIR, load_model
 from funknn_fast.models.funknn import FunkNN
 from funknn_fast.models.gpu_inference import FunkNNInference, LIIFInference, precision_mode
 from funknn_fast.models.liif import cell_for_size, load_liif
@@ -34,7 +34,7 @@ def queries(count, seed=1, batch=1):
 
 @pytest.fixture(scope="module")
 def funknn():
-    return load_model().to(DEVICE)
+    return load_model(DERIVATIVES_WEIGHTS).to(DEVICE)  # the paper's cnn
 
 
 @pytest.fixture(scope="module")

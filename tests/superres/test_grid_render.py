@@ -137,3 +137,14 @@ def test_errors_name_the_argument():
         model.step.fill_(0.5)
     with pytest.raises(ValueError, match="unit step"):
         render_grid(model, image, (8, 8))
+
+
+def test_progress_bar_names_the_render_and_changes_nothing(capsys):
+    torch.manual_seed(0)
+    model = FunkNN(3, "lattice").eval()
+    image = torch.rand(1, 3, 6, 5)
+    with torch.inference_mode():
+        quiet = render_grid(model, image, (12, 10))
+        loud = render_grid(model, image, (12, 10), progress=True)
+    assert torch.equal(quiet, loud)
+    assert "render 12x10" in capsys.readouterr().err
