@@ -27,6 +27,7 @@ ORDER = [
     "derivatives_gaussian",
     "jets_gpu",
     "prior",
+    "prior_grid",
 ]
 
 
