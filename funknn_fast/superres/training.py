@@ -364,7 +364,8 @@ def train(
     running = None
     model.train()
     for step in steps:
-        cpu_seconds = _cpu_seconds(began_cpu, world)
+        # the budget's clock (a collective under DDP) only when there is a budget
+        cpu_seconds = _cpu_seconds(began_cpu, world) if config.max_cpu_seconds else 0.0
         if config.max_cpu_seconds and cpu_seconds >= config.max_cpu_seconds:
             if rank == 0:
                 save_checkpoint(out_dir, model, optimizer, config, step,
