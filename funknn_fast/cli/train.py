@@ -69,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--activation", choices=("relu", "sin"), default=defaults.activation)
     parser.add_argument("--data", default=defaults.data,
                         help='"bundled" (the bundled training photographs), "photos" (bundled + '
-                             'fetched photographs, scripts/fetch_photos.sh) or an image folder')
+                             'fetched photographs, scripts/fetch_photos.sh), "photos-extended" '
+                             '(photos + 21 more fetched ones, at two sizes) or an image folder')
     parser.add_argument("--kernels", default=defaults.kernels,
                         help="downscaling kernels drawn per crop: comma-separated names of "
                              "bicubic, bilinear, area, lanczos, antialiased, blur, or 'mix' (all)")
@@ -144,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(**_config_values(args, names))
     except (TypeError, ValueError) as error:
         raise CommandError(str(error)) from error
-    if config.data not in ("bundled", "photos") and not os.path.isdir(config.data):
+    if config.data not in ("bundled", "photos", "photos-extended") and not os.path.isdir(
+            config.data):
         raise CommandError(f"--data: no such folder: {config.data}")
     common.output_folder(args.out)
     command = "funknn " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -52,7 +52,7 @@ from funknn_fast.superres.data import (
 )
 from funknn_fast.superres.degradations import KERNELS
 from funknn_fast.superres.grid_render import render_grid
-from funknn_fast.superres.photos import training_photos
+from funknn_fast.superres.photos import extended_training_photos, training_photos
 from funknn_fast.superres.run_folder import (
     RunFolderError,
     prepare_run_folder,
@@ -67,7 +67,9 @@ class TrainConfig:
     mode: str = "continuous"
     variant: str = "cnn"
     activation: str = "relu"
-    data: str = "bundled"  # "bundled" (TRAIN_PHOTOS), "photos" (photos.training_photos) or a folder
+    # "bundled" (TRAIN_PHOTOS), "photos" (photos.training_photos), "photos-extended"
+    # (photos.extended_training_photos) or a folder of images
+    data: str = "bundled"
     # downscaling kernels drawn per crop, comma-separated (degradations.KERNELS) or "mix" (all)
     kernels: str = "antialiased"
     crop_size: int = 96
@@ -216,6 +218,8 @@ def _load_images(config: TrainConfig) -> list[torch.Tensor]:
         return load_photos(TRAIN_PHOTOS)
     if config.data == "photos":
         return training_photos()
+    if config.data == "photos-extended":
+        return extended_training_photos()
     return load_folder(config.data)
 
 
