@@ -46,6 +46,8 @@ import sys
 import tempfile
 import time
 
+from funknn_fast.atomic_files import write_text_atomically
+
 HERE = pathlib.Path(__file__).resolve().parent
 METHODS = ["jets", "autograd (funknn_fast op)", "autograd (grid_sample)"]
 MACHINE = "2-core AMD EPYC (Zen 2) CPU"
@@ -264,9 +266,7 @@ def main() -> None:
         return
     target = HERE / "results" / "derivatives.md"
     target.parent.mkdir(exist_ok=True)
-    tmp_path = target.with_suffix(".md.tmp")
-    tmp_path.write_text(section)
-    tmp_path.replace(target)
+    write_text_atomically(target, section)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from funknn_fast.atomic_files import write_text_atomically
+
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE = "2-core AMD EPYC (Zen 2) CPU"
 
@@ -151,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(name: str, lines: list[str]) -> int:
-    out = ROOT / "benchmarks" / "results" / f"{name}.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    write_text_atomically(ROOT / "benchmarks" / "results" / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

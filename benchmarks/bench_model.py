@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import platform
 import shlex
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from funknn_fast.atomic_files import write_text_atomically
 from funknn_fast.models.funknn import FunkNN
 
 warnings.filterwarnings("ignore", message="Using padding='same'")
@@ -125,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ])
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        tmp = RESULTS.with_name(f".{RESULTS.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, RESULTS)
+        write_text_atomically(RESULTS, text)
         print(f"wrote {RESULTS}")
     return 0
 

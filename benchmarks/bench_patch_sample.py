@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from funknn_fast.atomic_files import write_text_atomically
+
 HERE = pathlib.Path(__file__).resolve().parent
 METHODS = ["funknn_fast cpu", "grid_sample", "16-tap gather"]
 MODES = ["forward", "forward+backward", "second order"]
@@ -152,9 +154,7 @@ def main() -> None:
     )
     target = HERE / "results" / "patch_sample_cpu.md"
     target.parent.mkdir(exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(section)
-    tmp.replace(target)
+    write_text_atomically(target, section)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from funknn_fast.atomic_files import write_text_atomically
 from funknn_fast.models.checkpoint import DEFAULT_WEIGHTS, load_model
 from funknn_fast.models.funknn import FunkNN
 from funknn_fast.models.liif import (
@@ -358,9 +359,7 @@ def memory(names: list[str], side: int, args: argparse.Namespace) -> dict[str, d
 
 def _atomic_write(path: pathlib.Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomically(path, text)
 
 
 def plot_psnr(table: dict[str, dict[int, float]], path: pathlib.Path) -> None:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from funknn_fast.atomic_files import write_text_atomically
+
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE = "2-core AMD EPYC (Zen 2) CPU"
 
@@ -120,10 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {kernel} | x{scale} | " + " | ".join(cells) + " |")
     if args.note:
         lines += ["", args.note]
-    out = ROOT / "benchmarks" / "results" / f"{args.name}.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    write_text_atomically(ROOT / "benchmarks" / "results" / f"{args.name}.md",
+                          "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

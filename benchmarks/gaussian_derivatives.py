@@ -45,6 +45,7 @@ import time
 
 import torch
 
+from funknn_fast.atomic_files import write_text_atomically
 from funknn_fast.derivatives import funknn_derivatives
 from funknn_fast.models.funknn import FunkNN
 from funknn_fast.ops.jets import patch_sample_jets
@@ -282,9 +283,7 @@ def main() -> None:
     ]) + "\n"
     print(section)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(section)
-    os.replace(tmp, RESULTS)
+    write_text_atomically(RESULTS, section)
     save_figure(figure_data, 4 * args.size, centre.tolist(), float(sigma), FIGURE)
 
 

@@ -25,6 +25,8 @@ import math
 import platform
 from pathlib import Path
 
+from funknn_fast.atomic_files import write_text_atomically
+
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE = "2-core AMD EPYC (Zen 2) CPU"
 PROBLEMS = {
@@ -227,9 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test", choices=("test", "validation"))
     args = parser.parse_args(argv)
     text = report(args.weights.resolve(), args.results.resolve(), args.split)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(args.out)
+    write_text_atomically(args.out, text)
     print(text)
 
 

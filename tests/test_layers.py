@@ -13,8 +13,8 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-LAYERS = {"ops": 0, "kernels": 0, "_C": 0, "extras": 0, "models": 1, "superres": 2,
-          "derivatives": 2, "prior": 2, "cli": 3, "__main__": 3}
+LAYERS = {"ops": 0, "kernels": 0, "_C": 0, "extras": 0, "atomic_files": 0, "models": 1,
+          "superres": 2, "derivatives": 2, "prior": 2, "cli": 3, "__main__": 3}
 FACADE = 3  # ``import funknn_fast`` / ``from funknn_fast import name``
 
 

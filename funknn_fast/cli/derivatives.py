@@ -17,11 +17,11 @@ derivatives are computed.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
+from funknn_fast.atomic_files import write_atomically
 from funknn_fast.cli import CommandError, common
 
 PROGRESS_BLOCKS = 32  # progress steps of a derivative map
@@ -84,16 +84,6 @@ def render_maps(magnitude: np.ndarray, laplacian: np.ndarray) -> np.ndarray:
     return (np.concatenate((left, gap, right), axis=1) * 255).round().astype(np.uint8)
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -128,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     magnitude, laplacian = derivative_maps(model, image, height, width, args.chunk,
                                            progress=not args.quiet)
     picture = render_maps(magnitude, laplacian)
-    _write_atomic(output, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
+    write_atomically(output, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
     if npy is not None:
         stacked = np.stack((magnitude, laplacian)).astype(np.float32)
 
@@ -136,6 +126,6 @@ def run(args: argparse.Namespace) -> int:
             with open(tmp, "wb") as handle:
                 np.save(handle, stacked)
 
-        _write_atomic(npy, write_npy)
+        write_atomically(npy, write_npy)
     print(f"wrote {args.out} (|grad u| and Laplacian, {height} x {width})")
     return 0

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_results(args, info, images, table, results, seconds) -> None:
-    from funknn_fast.models.checkpoint import atomic_write_text
+    from funknn_fast.atomic_files import write_text_atomically
 
     command = "funknn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     per_image = ["| image | scale | bicubic PSNR | FunkNN PSNR | gain |", "|---|---|---|---|---|"]
@@ -139,7 +139,7 @@ def write_results(args, info, images, table, results, seconds) -> None:
         *per_image,
         "",
     ])
-    atomic_write_text(Path(args.results), text)
+    write_text_atomically(args.results, text)
     print(f"wrote {args.results}")
 
 

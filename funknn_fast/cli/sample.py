@@ -11,10 +11,10 @@ import argparse
 import math
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 
+from funknn_fast.atomic_files import write_atomically
 from funknn_fast.cli import CommandError, common
 
 
@@ -51,14 +51,8 @@ def write_grid(images: np.ndarray, path: str | os.PathLike, columns: int | None 
         r, c = divmod(k, columns)
         canvas[r * (height + gap) : r * (height + gap) + height,
                c * (width + gap) : c * (width + gap) + width] = scaled[k, 0]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray((canvas * 255).round().astype(np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    picture = Image.fromarray((canvas * 255).round().astype(np.uint8))
+    write_atomically(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def square_size(text: str) -> int:
@@ -94,8 +88,6 @@ def run(args: argparse.Namespace) -> int:
     write_grid(samples, args.out)
     print(f"wrote {args.out} ({args.n} samples, {size} x {size})")
     if args.npy:
-        tmp = Path(args.npy).with_name(f".{Path(args.npy).name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, samples.astype(np.float32))
-        os.replace(tmp, args.npy)
+        write_atomically(args.npy, lambda tmp: np.save(tmp, samples.astype(np.float32)), ".npy")
         print(f"wrote {args.npy}")
     return 0

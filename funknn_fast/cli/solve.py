@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from funknn_fast.atomic_files import write_atomically, write_text_atomically
 from funknn_fast.cli import CommandError, common
 
 PROBLEMS = ("ct", "derivatives", "sparse-derivatives")
@@ -147,16 +147,6 @@ def _config(args: argparse.Namespace):
         raise CommandError(str(error)) from error
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _figure(path: Path, problem: str, rows: list[dict], baseline_name: str,
             method: str) -> None:
     import matplotlib
@@ -177,7 +167,7 @@ def _figure(path: Path, problem: str, rows: list[dict], baseline_name: str,
             axis.set_title(f"#{row['index']} {label}", fontsize=9)
     figure.suptitle(f"{problem} ({'SNR' if key == 'snr' else 'shift-invariant SNR'})")
     figure.tight_layout()
-    _atomic_write(path, lambda p: figure.savefig(p, dpi=100, format="png"))
+    write_atomically(path, lambda p: figure.savefig(p, dpi=100, format="png"), path.suffix)
     plt.close(figure)
 
 
@@ -390,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
     stem = output_stem(args.problem, args.method, config.seed,
                        config.sample_count if config.sampling == "scattered" else None)
     json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
-    _atomic_write(json_path, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+    write_text_atomically(json_path, json.dumps(record, indent=2) + "\n")
     rows = []
     for k in range(min(FIGURE_ROWS, len(indices))):
         row = {"index": indices[k], "truth": problem.truth[k, 0].cpu().numpy(),

@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from funknn_fast.atomic_files import write_atomically, write_text_atomically
 from funknn_fast.models.funknn import FunkNN
 from funknn_fast.ops.padding import PADDING_CODES
 
@@ -71,30 +72,17 @@ def weight_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path,
                         metadata: dict[str, str] | None = None) -> None:
-    """``safetensors`` file (world-readable, like any installed data file) written through a
-    temporary file and ``os.replace``; ``metadata`` goes to the file's string header."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """``safetensors`` file (world-readable, like any installed data file) written complete or
+    not at all (``atomic_files``); ``metadata`` goes to the file's string header."""
+
+    def write(tmp: Path) -> None:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata=metadata)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    write_atomically(path, write)
 
 
 def save_model(model: FunkNN, path: str | os.PathLike, metadata: dict[str, Any] | None = None
@@ -105,7 +93,7 @@ def save_model(model: FunkNN, path: str | os.PathLike, metadata: dict[str, Any] 
     atomic_save_tensors(dict(model.state_dict()), tensor_path)
     info = {"format": FORMAT, "model": model.config(), **(metadata or {}),
             "format_version": FORMAT_VERSION}
-    atomic_write_text(json_path, json.dumps(info, indent=2) + "\n")
+    write_text_atomically(json_path, json.dumps(info, indent=2) + "\n")
     return tensor_path, json_path
 
 

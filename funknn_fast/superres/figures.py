@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from funknn_fast.atomic_files import write_atomically
+
 
 def nearest_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(C, h, w) -> (C, H, W) with nearest-neighbour pixels (for showing inputs)."""
@@ -50,12 +52,8 @@ def comparison_figure(
                         interpolation="nearest")
             axis.set_title(f"{label}: {title}" if c == 0 and label else title, fontsize=8)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        figure.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
     finally:
         plt.close(figure)
-        if tmp.exists():
-            tmp.unlink()
     return path

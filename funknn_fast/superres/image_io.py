@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from funknn_fast.atomic_files import write_atomically
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -132,12 +134,7 @@ def write_image(
     else:
         picture = Image.fromarray(array, mode={2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]])
     options = {"quality": int(quality)} if fmt == "JPEG" else {}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        picture.save(tmp, format=fmt, **options)
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: picture.save(tmp, format=fmt, **options))
     except OSError as error:
         raise ImageFileError(f"cannot write {path}: {error.strerror or error}") from error
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from funknn_fast.atomic_files import write_text_atomically
 from funknn_fast.models.liif import LIIF, LIIF_140K, LIIF_EDSR, LIIFConfig, save_liif
 from funknn_fast.superres.data import (
     MODES,
@@ -139,9 +140,7 @@ def batch_loss(model: LIIF, config: LIIFTrainConfig, samples: list[Sample]) -> t
 
 
 def _write_json(path: Path, info: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(info, indent=2) + "\n")
 
 
 def train_liif(

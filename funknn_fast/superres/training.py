@@ -33,9 +33,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from funknn_fast.atomic_files import write_text_atomically
 from funknn_fast.models.checkpoint import (
     atomic_save_tensors,
-    atomic_write_text,
     load_model,
     resolve_weights,
     save_model,
@@ -259,7 +259,7 @@ def save_checkpoint(out_dir: Path, model: FunkNN, optimizer: torch.optim.Adam,
     tensors.update(_optimizer_tensors(optimizer, model))
     atomic_save_tensors(tensors, out_dir / "checkpoint.safetensors")
     info = {"step": step, "train": asdict(config), "model": model.config(), **extra}
-    atomic_write_text(out_dir / "checkpoint.json", json.dumps(info, indent=2) + "\n")
+    write_text_atomically(out_dir / "checkpoint.json", json.dumps(info, indent=2) + "\n")
     save_model(model, out_dir / "model", {"step": step, "train": asdict(config), **extra})
 
 
