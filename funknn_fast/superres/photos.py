@@ -22,7 +22,7 @@ CC0-1.0 per file) and ``plasma-workspace-wallpapers`` (KDE, LGPLv3; the largest 
 2560 x 1600). Every image of those packages was looked at; kept are the 21 photographs, left out
 are drawings, renders and composites (lomiri: analogpattern (an abstract texture), umang, Fossa,
 Infinite-Sea, Painting-Colors, warty-final-ubuntu; plasma: every other wallpaper, and the nearly
-featureless fog photographs ColdRipple, DarkestHour, summer_1am and the composite Kite). None is
+featureless sky and fog photographs ColdRipple, DarkestHour, Kite and summer_1am). None is
 held out: the held-out split above was fixed before they were added and stays as it is. Each
 training photograph of that set is used at two sizes, shorter side :data:`TRAIN_SHORT_SIDE` and
 :data:`EVAL_SIDE` (the held-out ground truths are photographs shrunk to EVAL_SIDE, much cleaner
