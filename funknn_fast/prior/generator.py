@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from funknn_fast.atomic_files import write_atomically, write_text_atomically
 from funknn_fast.models.funknn import FunkNN
 from funknn_fast.prior.autoencoder import AutoEncoder
 from funknn_fast.prior.flow import LatentFlow
@@ -103,16 +104,6 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_parts(
     path: str | os.PathLike, modules: dict[str, nn.Module], metadata: dict[str, Any]
 ) -> tuple[Path, Path]:
@@ -126,8 +117,8 @@ def save_parts(
         info[name] = module.config()
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
-    _atomic(tensor_path, lambda p: save_file(tensors, str(p)))
-    _atomic(json_path, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    write_atomically(tensor_path, lambda p: save_file(tensors, str(p)))
+    write_text_atomically(json_path, json.dumps(info, indent=2) + "\n")
     return tensor_path, json_path
 
 
