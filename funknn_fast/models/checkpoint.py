@@ -33,9 +33,9 @@ FORMAT = "funknn_fast.funknn"
 FORMAT_VERSION = 2
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 # The default for rendering (``funknn superres``, ``load_model()``): the lattice variant trained on
-# photographs with a mix of downscaling kernels; about 30x faster than the paper's cnn on pixel
-# grids and better on Pillow-bicubic inputs (BENCHMARKS.md, issue 13).
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "funknn_lattice_photos_dense.safetensors"
+# 41 photographs with a mix of downscaling kernels, fine-tuned densely; about 30x faster than
+# the paper's cnn on pixel grids and better on Pillow-bicubic inputs (BENCHMARKS.md, issue 13).
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "funknn_lattice_photos_extended.safetensors"
 # The default for exact derivatives (``funknn derivatives``): patch jets cover cnn and mlp only.
 DERIVATIVES_WEIGHTS = WEIGHTS_DIR / "funknn_cnn_continuous.safetensors"
 
