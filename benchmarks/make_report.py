@@ -28,6 +28,7 @@ ORDER = [
     "jets_gpu",
     "prior",
     "prior_grid",
+    "prior_ablations",
 ]
 
 
