@@ -10,12 +10,12 @@ stage or a rerun of one stage loads the others from the same file):
 * ``funknn``: FunkNN (``--variant``) from the ``d x d`` phantom to the *analytic* phantom value at
   uniformly random coordinates of ``[-1, 1]^2`` (a continuous target: no resampling), L1 loss.
 
-Learning rates: linear warm-up over 5% of the steps, cosine decay to 1% of the peak. Every stage
-also stops at ``--max-minutes`` if given, counted on ``--clock``: "wall" (wall clock, the default)
-or "cpu" (this process's CPU time, ``time.process_time``: on a dedicated core it is the wall
-clock, and other jobs on the machine cannot shorten the training). Data: train phantoms
-``0 .. --train-count``
-of the "train" split (seed ``--seed``), rasterized once with 2 x 2 supersampling.
+Learning rates: linear warm-up over 5% of the steps (or of the time budget), cosine decay to 1%
+of the peak. Every stage also stops at ``--max-minutes`` if given, counted on ``--clock``:
+"wall" (wall clock, the default) or "cpu" (this process's CPU time, ``time.process_time``: on a
+dedicated core it is the wall clock, and other jobs on the machine cannot shorten the training).
+Data: train phantoms ``0 .. --train-count`` of the "train" split (seed ``--seed``), rasterized
+once with 2 x 2 supersampling.
 """
 
 from __future__ import annotations
@@ -79,14 +79,16 @@ class PriorTrainConfig:
 
 
 def schedule(step: int, steps: int, peak: float, time_fraction: float = 0.0) -> float:
-    """Linear warm-up over 5% of ``steps``, then cosine from ``peak`` to ``peak / 100``.
+    """Linear warm-up over 5% of the run, then cosine from ``peak`` to ``peak / 100``.
 
-    The cosine's progress is the larger of the step fraction and ``time_fraction`` (elapsed /
-    ``max_minutes``), so a run cut by its wall-clock budget still ends at the low rate.
+    Progress is the larger of the step fraction and ``time_fraction`` (elapsed / ``max_minutes``)
+    in both phases, so a run cut by its time budget (``steps`` set far beyond reach) warms up over
+    its first 5% of time, not over 5% of ``steps``, and still ends at the low rate.
     """
     warm = max(1, steps // 20)
-    if step < warm and time_fraction < 0.05:
-        return peak * (step + 1) / warm
+    warm_progress = max((step + 1) / warm, time_fraction / 0.05)
+    if warm_progress < 1.0:
+        return peak * warm_progress
     progress = max((step - warm) / max(1, steps - warm), time_fraction)
     return peak * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 

@@ -56,6 +56,9 @@ def test_schedule_warms_up_then_decays_and_follows_the_clock():
     assert schedule(5, 100, 1.0) == pytest.approx(1.0)
     assert schedule(99, 100, 1.0) < 0.02
     assert schedule(10, 100, 1.0, time_fraction=1.0) == pytest.approx(0.01)
+    # A time-budgeted run (steps far out of reach) warms up over 5% of its time, not its steps.
+    assert schedule(10, 10**6, 1.0, time_fraction=0.025) == pytest.approx(0.5)
+    assert schedule(10, 10**6, 1.0, time_fraction=0.05) == pytest.approx(1.0, rel=1e-2)
 
 
 def test_cpu_clock_budget_counts_process_time(tmp_path, monkeypatch):
