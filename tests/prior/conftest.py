@@ -29,3 +29,8 @@ def prior_report():
 @pytest.fixture(scope="module")
 def prior_grid():
     return load_benchmark("prior_grid")
+
+
+@pytest.fixture(scope="module")
+def prior_ceiling():
+    return load_benchmark("prior_ceiling")
