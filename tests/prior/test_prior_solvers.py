@@ -229,7 +229,9 @@ def test_problem_defaults_and_stage_order():
     dense = solvers.default_config("derivatives", z_steps=3)
     assert dense.init_steps > 0 and dense.init_finetune_steps > 0 and dense.z_steps == 3
     assert solvers.default_config("sparse-derivatives").init_steps > 0
-    assert solvers.default_config("ct") == solvers.SolveConfig()
+    # CT: the dataclass defaults but for the decoder steps chosen on validation (issue 16)
+    assert solvers.default_config("ct") == solvers.SolveConfig(finetune_steps=300)
+    assert solvers.default_config("sparse-derivatives").finetune_steps == 0
     with pytest.raises(ValueError, match="problem"):
         solvers.default_config("mri")
     with pytest.raises(ValueError, match="init_finetune_lr"):
