@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pathlib
 
+from funknn_fast.atomic_files import write_text_atomically
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 ORDER = [
@@ -29,6 +31,8 @@ ORDER = [
     "prior",
     "prior_grid",
     "prior_ablations",
+    "prior_solver_tuning",
+    "prior_ceiling",
 ]
 
 
@@ -41,10 +45,7 @@ def main() -> None:
         "section names the command that produced it, the machine and the date.\n"
     )
     body = "\n\n".join(sections[n] for n in names)
-    target = ROOT / "BENCHMARKS.md"
-    tmp = target.with_suffix(".md.tmp")
-    tmp.write_text(header + "\n" + body + "\n")
-    tmp.replace(target)
+    write_text_atomically(ROOT / "BENCHMARKS.md", header + "\n" + body + "\n")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.size}; mean ± sd over the phantoms; `{command.strip()}`; "
               f"{MACHINE}, {platform.python_implementation()} torch {torch.__version__}, "
               f"{time.process_time() - start:.0f} CPU-s")
-    text = table(results, header)
+    text = ("## Where the continuous prior's ceiling comes from (issue 16)\n\n"
+            + table(results, header))
     print(text)
     if args.out is not None:
         write_text_atomically(args.out, text)

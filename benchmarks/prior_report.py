@@ -26,6 +26,7 @@ import platform
 from pathlib import Path
 
 from funknn_fast.atomic_files import write_text_atomically
+from funknn_fast.prior.solvers import default_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE = "2-core AMD EPYC (Zen 2) CPU"
@@ -43,6 +44,10 @@ DERIVED = {"funknn_of_baseline": "funknn-of-baseline",
            "autoencoder_projection": "autoencoder-projection"}
 
 Pairs = dict[tuple[int, int], dict[str, float]]
+# the solver settings a record must share with today's defaults of its method to count as current
+STAGE_KEYS = ("init_steps", "init_lr", "z_steps", "z_lr", "init_finetune_steps",
+              "init_finetune_lr", "finetune_steps", "finetune_lr")
+SOLVER_METHODS = ("prior", "zero-start", "warm-start", "bicubic")
 
 
 def collect(records: list[dict]) -> dict[str, dict[str, Pairs]]:
@@ -154,6 +159,31 @@ def acceptance(problem: str, methods: dict[str, Pairs]) -> tuple[str, bool | Non
     return words, met
 
 
+def stale_settings(record: dict) -> dict[str, tuple]:
+    """``{key: (the record's value, today's default)}`` for the solver settings of a record of a
+    solver method that differ from ``default_config(problem, method)`` (defaults changed since,
+    or options set by hand); empty for the other methods and for current records."""
+    method = record.get("method", "prior")
+    if method not in SOLVER_METHODS:
+        return {}
+    current = default_config(record["problem"], method)
+    return {key: (record["config"][key], getattr(current, key)) for key in STAGE_KEYS
+            if key in record["config"] and record["config"][key] != getattr(current, key)}
+
+
+def stale_notes(records: list[dict], problem: str) -> list[str]:
+    """One line per record of ``problem`` whose solver settings are not today's defaults."""
+    notes = []
+    for record in records:
+        stale = stale_settings(record) if record["problem"] == problem else {}
+        if stale:
+            changes = ", ".join(f"{key} {old:g} (now {new:g})"
+                                for key, (old, new) in stale.items())
+            notes.append(f"* `{record.get('method', 'prior')}` (seed "
+                         f"{record.get('seed', 0)}) ran with {changes}.")
+    return notes
+
+
 def training_table(info: dict) -> list[str]:
     lines = ["| stage | steps | wall (s) | CPU (s) | final loss |",
              "| --- | --- | --- | --- | --- |"]
@@ -213,6 +243,10 @@ def report(weights: Path, results: Path, split: str = "test") -> str:
         words, _ = acceptance(problem, table[problem])
         lines += ["", f"### {PROBLEMS[problem][0]}", "", *problem_table(problem, table[problem]),
                   "", f"Prior vs the best non-generative baseline: {words}."]
+        notes = stale_notes([record for _, record in records], problem)
+        if notes:
+            lines += ["", "Not at today's solver defaults (`default_config` of their method; "
+                      "their rows compare other settings):", "", *notes]
     lines += ["", "Commands of the solve runs (from the JSON files):", ""]
     for path, record in records:
         lines.append(f"* `{record['command']}` ({record.get('workers', 1)} worker(s) x "

@@ -80,3 +80,20 @@ def test_report_keeps_the_splits_apart(prior_report, tmp_path):
     assert "99.00" not in text  # the validation record stays out of the test table
     with pytest.raises(SystemExit, match="EVALUATE=1"):
         prior_report.report(weights, tmp_path)
+
+
+def test_records_off_todays_solver_defaults_are_named(prior_report):
+    from dataclasses import asdict
+
+    from funknn_fast.prior.solvers import default_config
+
+    current = _record("ct", "prior", 0, [(20.0, 0)], [(10.0, 0)])
+    current["config"] = asdict(default_config("ct"))
+    now = current["config"]["finetune_steps"]
+    old = dict(current, config={**current["config"], "finetune_steps": now + 7})
+    assert prior_report.stale_settings(current) == {}
+    assert prior_report.stale_settings(old) == {"finetune_steps": (now + 7, now)}
+    assert prior_report.stale_settings(dict(old, method="tv")) == {}  # no solver stages
+    assert prior_report.stale_notes([current, old], "ct") == [
+        f"* `prior` (seed 0) ran with finetune_steps {now + 7} (now {now})."]
+    assert prior_report.stale_notes([current, old], "derivatives") == []
