@@ -67,6 +67,13 @@ if [[ -n "${EVALUATE:-}" ]]; then
   # printed best weights into BASELINE_DEFAULTS of funknn_fast/prior/solvers.py).
   $PY benchmarks/prior_tune.py --count "$TUNE_COUNT" --seeds 0 1 \
     --out "$RESULTS/validation/tv_tuning.json" > "$RESULTS/tune.log" 2>&1
+  # 1b) The prior's own solver settings on validation phantoms only, one factor at a time
+  # around the issue 7 defaults (copy the winners into PROBLEM_DEFAULTS by hand; about 45
+  # CPU-minutes; TUNE_SOLVER=0 skips it).
+  if [[ "${TUNE_SOLVER:-1}" != 0 ]]; then
+    $PY benchmarks/prior_tune_solver.py --count "$TUNE_COUNT" --weights "$OUT" \
+      --out "$RESULTS/validation/solver_tuning.json" > "$RESULTS/tune_solver.log" 2>&1
+  fi
   # 2) Test phantoms 0..N_IMAGES-1, noise draws SEEDS: the prior (paper protocol scaled to the
   # CPU: Adam on z, then on a copy of the decoder; the derivative problems start with the warm
   # start on the Poisson reconstruction: the defaults of funknn solve), FBP / Poisson (in every
@@ -87,7 +94,6 @@ if [[ -n "${EVALUATE:-}" ]]; then
   done
   for method in bicubic warm-start zero-start; do
     for problem in ct derivatives sparse-derivatives; do
-      [[ "$method/$problem" == zero-start/ct ]] && continue  # identical to the prior for CT
       $PY -m funknn_fast.cli solve "$problem" --method "$method" "${SOLVE[@]}" \
         --n-images "$N_ABLATION" > "$RESULTS/$problem-$method.log" 2>&1
     done
