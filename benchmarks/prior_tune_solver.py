@@ -3,8 +3,8 @@
 The defaults of ``--method prior`` (``SolveConfig`` and ``PROBLEM_DEFAULTS`` of
 :mod:`funknn_fast.prior.solvers`) were first tuned on test phantoms. This script runs the prior
 (:func:`funknn_fast.prior.solvers.run_method`, as ``funknn solve`` does) over a small grid of
-solver settings, one factor at a time around the current default (each row differs from the
-default in one setting; the default itself is a row), on validation phantoms
+solver settings, one factor at a time around the issue 7 defaults (``TUNED_ON_TEST``; each row
+differs from them in one setting; they are the "default" row), on validation phantoms
 ``0 .. --count - 1`` (``phantom_parameters(..., "validation")``, disjoint from the test
 phantoms), noise seed 0 (CT; the derivative observations are noise-free). The score is the SNR
 (CT) or the shift-invariant SNR (derivative problems), the metric keys of
