@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from funknn_fast.atomic_files import write_atomically, write_text_atomically
+from funknn_fast.atomic_files import write_text_atomically
+from funknn_fast.models.checkpoint import atomic_save_tensors, weight_paths
 from funknn_fast.models.funknn import FunkNN
 from funknn_fast.prior.autoencoder import AutoEncoder
 from funknn_fast.prior.flow import LatentFlow
@@ -98,17 +99,11 @@ class ContinuousPrior(nn.Module):
         return self.render(self.generate(z), size)
 
 
-def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
 def save_parts(
     path: str | os.PathLike, modules: dict[str, nn.Module], metadata: dict[str, Any]
 ) -> tuple[Path, Path]:
     """Write the given parts (names from ``PARTS``, each with ``config()``) and ``metadata``."""
-    tensor_path, json_path = _paths(path)
+    tensor_path, json_path = weight_paths(path)
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     tensors, info = {}, {"format": FORMAT, **metadata}
     for name, module in modules.items():
@@ -117,13 +112,13 @@ def save_parts(
         info[name] = module.config()
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
-    write_atomically(tensor_path, lambda p: save_file(tensors, str(p)))
+    atomic_save_tensors(tensors, tensor_path)
     write_text_atomically(json_path, json.dumps(info, indent=2) + "\n")
     return tensor_path, json_path
 
 
 def read_info(path: str | os.PathLike) -> dict[str, Any]:
-    _, json_path = _paths(path)
+    _, json_path = weight_paths(path)
     if not json_path.is_file():
         raise PriorFileError(
             f"no prior at {json_path}: train one with scripts/train_prior.sh "
@@ -151,7 +146,7 @@ def build_part(name: str, config: dict[str, Any]) -> nn.Module:
 def load_parts(path: str | os.PathLike, names: tuple[str, ...] = PARTS) -> dict[str, nn.Module]:
     """Rebuild and load the parts ``names`` from a prior file; checks names and shapes."""
     info = read_info(path)
-    tensor_path, _ = _paths(path)
+    tensor_path, _ = weight_paths(path)
     try:
         tensors = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:

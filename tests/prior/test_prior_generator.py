@@ -39,6 +39,8 @@ def test_files_round_trip(tmp_path):
                                 "funknn": prior.funknn}, {"phantoms": {"size": 16}})
     loaded = load_prior(tmp_path / "p.safetensors")
     assert loaded.info["phantoms"] == {"size": 16}
+    for written in ("p.safetensors", "p.json"):  # readable by all, like any installed data file
+        assert (tmp_path / written).stat().st_mode & 0o044 == 0o044, written
     z = torch.randn(2, 4)
     with torch.no_grad():
         torch.testing.assert_close(loaded.render(loaded.generate(z), 8),
