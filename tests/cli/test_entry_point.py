@@ -67,7 +67,10 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(source)
     process = subprocess.Popen(
         [str(FUNKNN), "superres", str(source), "-o", str(tmp_path / "b.png"), "--size",
-         "4000x4000", "--threads", "1"], stderr=subprocess.PIPE, text=True)
+         "4000x4000", "--threads", "1"], stderr=subprocess.PIPE, text=True,
+        # a test run started in the background (`cmd &`) inherits SIGINT ignored; undo that so
+        # the child's Python installs its KeyboardInterrupt handler as in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     while "render" not in seen:  # the progress bar: rendering has started
         seen += process.stderr.read(1)
