@@ -44,16 +44,25 @@ DERIVED = {"funknn_of_baseline": "funknn-of-baseline",
            "autoencoder_projection": "autoencoder-projection"}
 
 Pairs = dict[tuple[int, int], dict[str, float]]
+SAME_SCORE_DB = 0.01  # the most two records may disagree on a shared pair's score
 # the solver settings a record must share with today's defaults of its method to count as current
 STAGE_KEYS = ("init_steps", "init_lr", "z_steps", "z_lr", "init_finetune_steps",
               "init_finetune_lr", "finetune_steps", "finetune_lr")
 SOLVER_METHODS = ("prior", "zero-start", "warm-start", "bicubic")
 
 
-def collect(records: list[dict]) -> dict[str, dict[str, Pairs]]:
-    """``{problem: {method: {(index, seed): {metric: value}}}}`` from solve records."""
+def collect(records: list[dict], names: list[str] | None = None
+            ) -> dict[str, dict[str, Pairs]]:
+    """``{problem: {method: {(index, seed): {metric: value}}}}`` from solve records.
+
+    A pair that several records hold (FBP, FunkNN of the baseline and the AE projection are in
+    every record) must have the same scores in all of them: different values mean records of
+    different priors or problem settings in one folder, and raise ``ValueError`` naming the
+    records (``names``, default their positions)."""
+    names = names or [f"record {k}" for k in range(len(records))]
     table: dict[str, dict[str, Pairs]] = {}
-    for record in records:
+    seen: dict[tuple[str, str, int, int], str] = {}
+    for name, record in zip(names, records, strict=True):
         problem = record["problem"]
         seed = record.get("seed", record.get("config", {}).get("seed", 0))
         per_image = record["per_image"]
@@ -67,8 +76,18 @@ def collect(records: list[dict]) -> dict[str, dict[str, Pairs]]:
             for k, index in enumerate(record["indices"]):
                 # the same pair from several records (e.g. FBP in every CT record): merged, so
                 # metrics that older records lack are kept from the newer ones
-                pairs.setdefault((index, seed), {}).update(
-                    {metric: values[k] for metric, values in scores.items()})
+                pair = pairs.setdefault((index, seed), {})
+                for metric, values in scores.items():
+                    # records of one prior agree to < 1e-3 dB (float32 order of operations:
+                    # FBP of test image 9 is 10.2365 in one record and 10.2370 in another)
+                    if metric in pair and abs(pair[metric] - values[k]) > SAME_SCORE_DB:
+                        first = seen[(problem, method, index, seed)]
+                        raise ValueError(
+                            f"{problem} {method} {metric} of image {index}, seed {seed}: "
+                            f"{pair[metric]:.6f} in {first} but {values[k]:.6f} in {name}; "
+                            "records of different priors or settings in one folder")
+                    pair[metric] = values[k]
+                seen.setdefault((problem, method, index, seed), name)
     return table
 
 
@@ -210,7 +229,8 @@ def report(weights: Path, results: Path, split: str = "test") -> str:
     if not records:
         raise SystemExit(f"no solve results of the {split} split in {results} (run "
                          "SKIP_TRAIN=1 EVALUATE=1 bash scripts/train_prior.sh)")
-    table = collect([record for _, record in records])
+    table = collect([record for _, record in records],
+                    [str(_shown(path)) for path, _ in records])
     phantoms = info["phantoms"]
     size = records[0][1]["config"]["size"]
     lines = [

@@ -39,7 +39,7 @@ if [[ -z "${SKIP_TRAIN:-}" ]]; then
   mkdir -p "$WORK"
   # Steps are set high: the budget (--max-minutes, counted on --clock) ends each stage.
   $PY -m funknn_fast.prior.train --out "$WORK/autoencoder_flow" "${PHANTOMS[@]}" \
-    --stages autoencoder --channels 16 32 64 128 --latent 64 \
+    --stages autoencoder --channels 32 64 128 --latent 64 \
     --ae-steps 1000000 --ae-batch 32 --ae-lr 1e-3 --pyramid-weight 1.0 \
     --max-minutes "$AE_MINUTES" --clock "$CLOCK" --log "$WORK/autoencoder.jsonl" > "$WORK/autoencoder.out" 2>&1 &
   AE_PID=$!
@@ -50,7 +50,7 @@ if [[ -z "${SKIP_TRAIN:-}" ]]; then
   FUNKNN_PID=$!
   wait "$AE_PID"
   $PY -m funknn_fast.prior.train --out "$WORK/autoencoder_flow" "${PHANTOMS[@]}" \
-    --stages flow --channels 16 32 64 128 --latent 64 \
+    --stages flow --channels 32 64 128 --latent 64 \
     --flow-steps 4000 --flow-batch 256 --flow-lr 1e-3 --couplings 5 --flow-hidden 256 256 \
     --max-minutes "$FLOW_MINUTES" --clock "$CLOCK" --log "$WORK/flow.jsonl" > "$WORK/flow.out" 2>&1
   wait "$FUNKNN_PID"

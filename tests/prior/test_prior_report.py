@@ -97,3 +97,17 @@ def test_records_off_todays_solver_defaults_are_named(prior_report):
     assert prior_report.stale_notes([current, old], "ct") == [
         f"* `prior` (seed 0) ran with finetune_steps {now + 7} (now {now})."]
     assert prior_report.stale_notes([current, old], "derivatives") == []
+
+
+def test_collect_refuses_records_of_different_priors(prior_report):
+    """Every record carries FBP and the AE projection of the same pairs: a second prior's
+    records in the folder disagree there and must not be merged into one table."""
+    prior = _record("ct", "prior", 0, [(26.0, 0)], [(10.0, 0)])
+    same = _record("ct", "tv", 0, [(24.0, 0)], [(10.004, 0)])  # float32 noise: merged
+    assert prior_report.collect([prior, same])["ct"]["fbp"][(0, 0)]["snr"] == 10.004
+    other = _record("ct", "tv", 0, [(24.0, 0)], [(10.5, 0)])
+    with pytest.raises(ValueError, match=r"ct fbp snr of image 0, seed 0: 10\.000000 in a\.json "
+                                         r"but 10\.500000 in b\.json"):
+        prior_report.collect([prior, other], ["a.json", "b.json"])
+    other["seed"] = 1  # another noise draw: another pair
+    assert set(prior_report.collect([prior, other])["ct"]["fbp"]) == {(0, 0), (0, 1)}

@@ -42,11 +42,12 @@ def test_shipped_funknn_super_resolves_held_out_phantoms(prior, phantoms):
 
 
 def test_shipped_autoencoder_projects_held_out_phantoms(prior, phantoms):
-    """Measured at training: FunkNN(decoder(encoder)) 20.9 / 23.7 / 16.8 / 33.9 dB."""
+    """Measured at shipping (32-64-128 auto-encoder): FunkNN(decoder(encoder)) 23.4 / 26.4 /
+    19.1 / 39.6 dB, mean 27.1 (the previous 16-32-64-128 one: mean 23.8, which fails here)."""
     low, truth = phantoms
     with torch.no_grad():
         rendered = prior.render(prior.autoencoder(low), truth.shape[-1])
-    assert snr(rendered, truth).mean() > 20.0
+    assert snr(rendered, truth).mean() > 26.0
 
 
 def _flat_and_edge_fractions(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,8 +64,8 @@ def _flat_and_edge_fractions(images: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def test_shipped_prior_samples_look_like_phantoms(prior):
-    """Measured on 16 samples at 48^2: flat fraction 0.48 (test phantoms 0.63, a centred
-    Gaussian blob 0.01), edge fraction 0.062-0.086 per image (phantoms >= 0.062, blob 0)."""
+    """Measured on 16 samples at 48^2: flat fraction 0.44 (test phantoms 0.63, a centred
+    Gaussian blob 0.01), edge fraction 0.054-0.084 per image (phantoms >= 0.062, blob 0)."""
     samples = prior.sample(16, 48, torch.Generator().manual_seed(0))
     assert samples.shape == (16, 1, 48, 48)
     assert torch.isfinite(samples).all()
