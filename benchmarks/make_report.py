@@ -31,6 +31,7 @@ ORDER = [
     "prior",
     "prior_grid",
     "prior_ablations",
+    "prior_solver_tuning_wide",
     "prior_solver_tuning",
     "prior_ceiling",
 ]

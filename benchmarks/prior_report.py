@@ -170,8 +170,12 @@ def acceptance(problem: str, methods: dict[str, Pairs]) -> tuple[str, bool | Non
     if not candidates:
         return "not measured (no prior or no non-generative baseline results)", None
     result, name = min(candidates, key=lambda item: item[0]["margin"])
-    met = result["margin"] >= target if target else result["margin"] > 0
+    # A win needs the mean margin and the prior ahead on most pairs: a mean carried by a few
+    # images while the baseline wins the rest is a tie, not a win.
+    majority = 2 * result["wins"] > result["pairs"]
+    met = (result["margin"] >= target if target else result["margin"] > 0) and majority
     goal = f">= +{target:g} dB" if target else "> 0 dB"
+    goal += " and better on most pairs"
     words = (f"prior - {name} = {result['margin']:+.2f} dB {METRIC_NAMES[metric]} over "
              f"{result['pairs']} (image, draw) pairs, prior better on {result['wins']}; "
              f"target {goal}: {'met' if met else 'not met'}")

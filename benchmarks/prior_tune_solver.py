@@ -110,6 +110,10 @@ FOLLOW_UPS: dict[str, list[tuple[str, dict]]] = {
     "sparse-derivatives": [
         ("init-finetune-steps 1500, finetune-steps 0",
          {"init_finetune_steps": 1500, "finetune_steps": 0}),
+        # After the grid of the wide auto-encoder (2026-12-03), where the decoder stage turned
+        # from harmful to helpful and its larger lr won: push further that way.
+        ("finetune-lr 1e-3", {"finetune_lr": 1e-3}),
+        ("finetune-steps 500, finetune-lr 3e-4", {"finetune_steps": 500, "finetune_lr": 3e-4}),
     ],
 }
 

@@ -162,12 +162,16 @@ class SolveConfig:
 # benchmarks/prior_tune_solver.py, docs/prior_results/validation/solver_tuning.json: one setting
 # changed at a time, the best mean kept): CT 300 decoder steps (was 100: +0.74 dB), dense
 # gradients 3,000 decoder warm-start steps (was 1,500: +0.79 dB), sparse gradients no decoder
-# fine-tuning (was 200 steps: +2.94 dB).
+# fine-tuning (was 200 steps: +2.94 dB). Re-run for the wide auto-encoder shipped since
+# (2026-12-03, docs/prior_results/validation/solver_tuning_wide.json): CT and dense gradients
+# kept (their best rows tie the defaults), sparse gradients 200 decoder steps at lr 3e-4 (no
+# decoder stage: 19.80 dB on 0-3, 18.39 on 4-7; chosen: 24.93 and 24.56, 8 of 8).
 PROBLEM_DEFAULTS: dict[str, dict[str, float | int]] = {
     "ct": {"finetune_steps": 300},
     "derivatives": {"init_steps": 200, "z_steps": 0, "init_finetune_steps": 3000,
                     "finetune_steps": 50, "finetune_lr": 3e-5},
-    "sparse-derivatives": {"init_steps": 200, "z_steps": 50, "finetune_steps": 0},
+    "sparse-derivatives": {"init_steps": 200, "z_steps": 50, "finetune_steps": 200,
+                           "finetune_lr": 3e-4},
 }
 
 

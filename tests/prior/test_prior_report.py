@@ -52,6 +52,22 @@ def test_collect_summarize_and_paired_wins(prior_report):
     assert met is False and "prior - tv = +1.50 dB" in words and "target >= +3 dB" in words
 
 
+def test_acceptance_needs_the_prior_ahead_on_most_pairs(prior_report):
+    """A positive mean margin carried by one image (prior better on 1 of 3) is not a win."""
+    baseline = [(0.0, 10.0)] * 3
+    records = [_record("sparse-derivatives", "prior", 0, [(0.0, 20.0), (0.0, 8.0), (0.0, 8.0)],
+                       baseline),
+               _record("sparse-derivatives", "tv-poisson", 0, [(0.0, 10.5)] * 3, baseline)]
+    table = prior_report.collect(records)["sparse-derivatives"]
+    words, met = prior_report.acceptance("sparse-derivatives", table)
+    assert "prior - tv-poisson = +1.50 dB" in words and "better on 1;" in words
+    assert met is False and "not met" in words
+    records[0] = _record("sparse-derivatives", "prior", 0, [(0.0, 11.0)] * 3, baseline)
+    words, met = prior_report.acceptance("sparse-derivatives",
+                                         prior_report.collect(records)["sparse-derivatives"])
+    assert met is True and words.endswith(": met")
+
+
 def test_report_keeps_the_splits_apart(prior_report, tmp_path):
     weights = tmp_path / "prior"
     weights.with_suffix(".json").write_text(json.dumps({

@@ -231,7 +231,9 @@ def test_problem_defaults_and_stage_order():
     assert solvers.default_config("sparse-derivatives").init_steps > 0
     # CT: the dataclass defaults but for the decoder steps chosen on validation (issue 16)
     assert solvers.default_config("ct") == solvers.SolveConfig(finetune_steps=300)
-    assert solvers.default_config("sparse-derivatives").finetune_steps == 0
+    # sparse gradients: 200 decoder steps at 3e-4, re-chosen on validation for the wide AE
+    sparse = solvers.default_config("sparse-derivatives")
+    assert (sparse.finetune_steps, sparse.finetune_lr) == (200, 3e-4)
     with pytest.raises(ValueError, match="problem"):
         solvers.default_config("mri")
     with pytest.raises(ValueError, match="init_finetune_lr"):
