@@ -164,7 +164,7 @@ class SolveConfig:
 # gradients 3,000 decoder warm-start steps (was 1,500: +0.79 dB), sparse gradients no decoder
 # fine-tuning (was 200 steps: +2.94 dB). Re-run for the wide auto-encoder shipped since
 # (2026-12-03, docs/prior_results/validation/solver_tuning_wide.json): CT and dense gradients
-# kept (their best rows tie the defaults), sparse gradients 200 decoder steps at lr 3e-4 (no
+# kept (within about 0.1 dB of their best rows), sparse gradients 200 decoder steps at lr 3e-4 (no
 # decoder stage: 19.80 dB on 0-3, 18.39 on 4-7; chosen: 24.93 and 24.56, 8 of 8).
 PROBLEM_DEFAULTS: dict[str, dict[str, float | int]] = {
     "ct": {"finetune_steps": 300},
